@@ -1,0 +1,263 @@
+"""`distcount dev up | down | status`: the whole local stack, idempotently.
+
+`up` starts only what is not running (so after a crash it restarts just the missing piece), uses
+services the environment points at instead of starting its own, then creates the database, applies
+the migrations and creates the topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from distcount_config import Settings
+from distcount_devstack import _kafka, _postgres
+from distcount_devstack._errors import DevStackError
+from distcount_devstack._java import checked_java
+from distcount_devstack._maven import KafkaJars
+from distcount_devstack._process import ProcessRecord, is_alive, port_in_use, stop
+from distcount_devstack._state import StackState, locked
+from distcount_store import StoreError, find_migrations, migrate, redact
+
+KAFKA = "kafka"
+POSTGRES = "postgres"
+_LOCAL_HOSTS = ("127.0.0.1", "localhost")
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    pid: int | None
+    running: bool
+    healthy: bool
+    endpoint: str
+    origin: str  # "local" (started by `dev up`) or "external"
+
+
+class Stack:
+    def __init__(self, settings: Settings, say: Callable[[str], None] = print) -> None:
+        self.settings = settings
+        self.dev = settings.dev
+        self.say = say
+        self.kafka = _kafka.KafkaNode(
+            self.dev.state_dir / KAFKA, self.dev.kafka_port, self.dev.kafka_controller_port
+        )
+        self.postgres = _postgres.PostgresNode(
+            self.dev.state_dir / POSTGRES, self.dev.postgres_port
+        )
+        self.jars = KafkaJars(self.dev.cache_dir, self.dev.kafka_version, self.dev.maven_repo_url)
+
+    # -- where things are -------------------------------------------------------------------
+
+    @property
+    def external_kafka(self) -> bool:
+        local = {f"{host}:{self.dev.kafka_port}" for host in _LOCAL_HOSTS}
+        return self.dev.external_kafka and self.settings.kafka_bootstrap not in local
+
+    @property
+    def external_postgres(self) -> bool:
+        parts = urlsplit(self.settings.database_url)
+        is_local = parts.hostname in _LOCAL_HOSTS and (parts.port or 5432) == self.dev.postgres_port
+        return self.dev.external_postgres and not is_local
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return self.settings.kafka_bootstrap if self.external_kafka else self.kafka.bootstrap
+
+    @property
+    def database_name(self) -> str:
+        return urlsplit(self.settings.database_url).path.lstrip("/")
+
+    @property
+    def database_url(self) -> str:
+        if self.external_postgres:
+            return self.settings.database_url
+        return self.postgres.url(self.database_name)
+
+    def env_lines(self) -> list[str]:
+        values = {
+            "DISTCOUNT_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "DISTCOUNT_DATABASE_URL": self.database_url,
+            "DISTCOUNT_TOPIC": self.settings.topic,
+            "DISTCOUNT_HTTP_PORT": str(self.settings.http_port),
+        }
+        return [f"export {name}={shlex.quote(value)}" for name, value in values.items()]
+
+    # -- up -----------------------------------------------------------------------------------
+
+    async def up(self) -> None:
+        with locked(self.dev.state_dir, self.say):
+            state = StackState.load(self.dev.state_dir)
+            state.check_data(self.kafka.data_dir, self.postgres.data_dir)
+            start_kafka = not self.external_kafka and not _alive(state, KAFKA)
+            start_postgres = not self.external_postgres and not _alive(state, POSTGRES)
+            await self._check_external()
+
+            # everything that can fail fast fails before anything is downloaded or started
+            java = checked_java(self.dev.java_home) if start_kafka else None
+            bindir = _postgres.find_bindir() if start_postgres else None
+            self._check_ports(start_kafka, start_postgres)
+
+            waits = []
+            if bindir is not None:
+                if not self.postgres.initialised:
+                    self.say(f"postgres: creating a cluster in {self.postgres.data_dir}")
+                    self.postgres.init(bindir)
+                record = self.postgres.start(bindir)
+                state.processes[POSTGRES] = record
+                state.save()
+                self.say(f"postgres: started (pid {record.pid}) from {bindir}")
+                waits.append(self.postgres.wait_ready(record, timeout_s=60))
+            if java is not None:
+                libs = self.jars.ensure(java, lambda line: self.say(f"kafka: {line}"))
+                self.kafka.write_config()
+                if not self.kafka.formatted:
+                    self.say(f"kafka: formatting storage in {self.kafka.data_dir}")
+                    self.kafka.format(java, libs)
+                record = self.kafka.start(java, libs)
+                state.processes[KAFKA] = record
+                state.save()
+                self.say(f"kafka: started Apache Kafka {self.dev.kafka_version} (pid {record.pid})")
+                waits.append(self.kafka.wait_ready(record, timeout_s=120))
+            await asyncio.gather(*waits)
+            await self._provision()
+
+    async def _check_external(self) -> None:
+        if self.external_kafka and not await _kafka.answers(self.kafka_bootstrap, timeout_s=10):
+            raise DevStackError(
+                f"DISTCOUNT_KAFKA_BOOTSTRAP is {self.kafka_bootstrap}, but no Kafka broker answers "
+                "there; start it, or unset the variable to let `distcount dev up` run one"
+            )
+        if self.external_postgres and not await _postgres.answers(self.database_url, timeout_s=10):
+            raise DevStackError(
+                f"DISTCOUNT_DATABASE_URL is {redact(self.database_url)}, but that database cannot "
+                "be reached; start it, or unset the variable to let `distcount dev up` run one"
+            )
+
+    def _check_ports(self, kafka: bool, postgres: bool) -> None:
+        wanted: list[tuple[int, str, str]] = []
+        if kafka:
+            wanted += [
+                (self.dev.kafka_port, "the Kafka broker", "DISTCOUNT_DEV_KAFKA_PORT"),
+                (
+                    self.dev.kafka_controller_port,
+                    "the Kafka controller",
+                    "DISTCOUNT_DEV_KAFKA_CONTROLLER_PORT",
+                ),
+            ]
+        if postgres:
+            wanted.append((self.dev.postgres_port, "PostgreSQL", "DISTCOUNT_DEV_POSTGRES_PORT"))
+        for port, what, variable in wanted:
+            if port_in_use(port):
+                raise DevStackError(
+                    f"port {port} on 127.0.0.1, wanted for {what}, is already in use by another "
+                    f"process; stop that process, or choose another port with {variable}"
+                )
+
+    async def _provision(self) -> None:
+        if not self.external_postgres:
+            created = await _postgres.ensure_database(
+                self.postgres.url("postgres"), self.database_name
+            )
+            if created:
+                self.say(f"postgres: created database {self.database_name}")
+        try:
+            applied = await migrate(
+                self.database_url, find_migrations(self.settings.migrations_dir)
+            )
+        except StoreError as exc:
+            raise DevStackError(f"migrations: {exc}") from exc
+        names = ", ".join(f"{m.version}_{m.name}" for m in applied) or "already up to date"
+        self.say(f"migrations: {names}")
+        topics = {
+            self.settings.topic: self.settings.partitions,
+            self.settings.dlq_topic: self.settings.partitions,
+        }
+        for warning in await _kafka.ensure_topics(self.kafka_bootstrap, topics):
+            self.say(f"kafka: warning: {warning}")
+        self.say(
+            f"kafka: topics {self.settings.topic} ({self.settings.partitions} partitions) and "
+            f"{self.settings.dlq_topic} ready"
+        )
+
+    # -- down -----------------------------------------------------------------------------------
+
+    def down(self, purge: bool = False) -> None:
+        folder = self.dev.state_dir
+        if not folder.exists():
+            self.say("nothing to stop")
+            return
+        with locked(folder, self.say):
+            try:
+                state = StackState.load(folder)
+            except DevStackError:
+                if not purge:
+                    raise
+                state = StackState(folder)
+            for name in (KAFKA, POSTGRES):
+                record = state.processes.pop(name, None)
+                if record is None or not is_alive(record):
+                    continue
+                self.say(f"{name}: stopping pid {record.pid}")
+                if stop(record, self.dev.stop_timeout_s):
+                    self.say(f"{name}: did not stop within {self.dev.stop_timeout_s:.0f} s; killed")
+                state.save()
+            if purge:
+                state.purge()
+                self.say(f"deleted {folder}")
+            else:
+                self.say(
+                    f"stopped; data kept in {folder} (`distcount dev down --purge` deletes it)"
+                )
+
+    # -- status ---------------------------------------------------------------------------------
+
+    async def status(self) -> list[ComponentStatus]:
+        state = StackState.load(self.dev.state_dir)
+        kafka_url, database_url = self.kafka_bootstrap, self.database_url
+        return list(
+            await asyncio.gather(
+                self._status(
+                    KAFKA,
+                    state.processes.get(KAFKA),
+                    self.external_kafka,
+                    kafka_url,
+                    lambda: _kafka.answers(kafka_url, timeout_s=3),
+                ),
+                self._status(
+                    POSTGRES,
+                    state.processes.get(POSTGRES),
+                    self.external_postgres,
+                    redact(database_url),
+                    lambda: _postgres.answers(database_url, timeout_s=3),
+                ),
+            )
+        )
+
+    @staticmethod
+    async def _status(
+        name: str,
+        record: ProcessRecord | None,
+        external: bool,
+        endpoint: str,
+        probe: Callable[[], Awaitable[bool]],
+    ) -> ComponentStatus:
+        if external:
+            record = None
+        running = external or (record is not None and is_alive(record))
+        return ComponentStatus(
+            name=name,
+            pid=record.pid if record is not None and running else None,
+            running=running,
+            healthy=running and await probe(),
+            endpoint=endpoint,
+            origin="external" if external else "local",
+        )
+
+
+def _alive(state: StackState, name: str) -> bool:
+    record: ProcessRecord | None = state.processes.get(name)
+    return record is not None and is_alive(record)

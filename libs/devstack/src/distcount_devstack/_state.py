@@ -1,0 +1,89 @@
+"""The git-ignored state folder: data of each component and `stack.json`, the processes started."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from distcount_devstack._errors import DevStackError
+from distcount_devstack._process import ProcessRecord
+
+_FORMAT = 1
+
+
+def _broken(folder: Path, why: str) -> DevStackError:
+    return DevStackError(
+        f"the state folder {folder} is damaged: {why}. Run `distcount dev down --purge` to "
+        "delete it and start afresh (this deletes the local Kafka and PostgreSQL data)"
+    )
+
+
+class StackState:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.file = folder / "stack.json"
+        self.processes: dict[str, ProcessRecord] = {}
+
+    @classmethod
+    def load(cls, folder: Path) -> StackState:
+        state = cls(folder)
+        if folder.exists() and not folder.is_dir():
+            raise _broken(folder, "it is not a folder")
+        if not state.file.exists():
+            return state
+        try:
+            data = json.loads(state.file.read_text())
+            if not isinstance(data, dict) or data.get("format") != _FORMAT:
+                raise ValueError(f"unknown format in {state.file.name}")
+            processes = data.get("processes", {})
+            if not isinstance(processes, dict):
+                raise ValueError("'processes' is not an object")
+            state.processes = {
+                str(name): ProcessRecord.from_json(entry) for name, entry in processes.items()
+            }
+        except (OSError, ValueError) as exc:
+            raise _broken(folder, f"{state.file.name} cannot be read ({exc})") from exc
+        return state
+
+    def check_data(self, kafka_data: Path, postgres_data: Path) -> None:
+        """Folders that exist but were never completed cannot be reused."""
+        if kafka_data.exists() and not (kafka_data / "meta.properties").is_file():
+            raise _broken(self.folder, f"{kafka_data} holds no formatted Kafka storage")
+        if postgres_data.exists() and not (postgres_data / "PG_VERSION").is_file():
+            raise _broken(self.folder, f"{postgres_data} is not a PostgreSQL data folder")
+
+    def save(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.file.with_suffix(".tmp")
+        tmp.write_text(
+            json.dumps(
+                {
+                    "format": _FORMAT,
+                    "processes": {k: v.to_json() for k, v in sorted(self.processes.items())},
+                },
+                indent=2,
+            )
+        )
+        tmp.replace(self.file)
+
+    def purge(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def locked(folder: Path, say: Callable[[str], None]) -> Iterator[None]:
+    """One `distcount dev` command at a time per state folder."""
+    if folder.exists() and not folder.is_dir():
+        raise _broken(folder, "it is not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / ".lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting for another `distcount dev` command on {folder}")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield

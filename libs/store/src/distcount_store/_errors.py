@@ -1,0 +1,20 @@
+"""The store's exceptions.
+
+StoreError
+ ├── MigrationError      a migration file is malformed, changed after it ran, or failed
+ └── DatabaseUnavailable PostgreSQL could not be reached (retriable)
+"""
+
+
+class StoreError(Exception):
+    """Root of every error raised by distcount_store."""
+
+    retriable = False
+
+
+class MigrationError(StoreError):
+    pass
+
+
+class DatabaseUnavailable(StoreError):
+    retriable = True

@@ -1,0 +1,123 @@
+"""Applies the plain-SQL files of `migrations/` in order, each once, each in its own transaction.
+
+Applied files are recorded in `schema_migrations` with a checksum, so a file edited after it ran
+is reported rather than silently skipped. A session-level advisory lock serialises concurrent
+migrators (several services starting at once): the second one waits, then finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import asyncpg
+
+from distcount_store._connect import connect
+from distcount_store._errors import MigrationError
+
+# Any constant will do, as long as nothing else in the database uses it for another purpose.
+MIGRATION_LOCK_KEY: Final = 0x64697374636E74  # "distcnt"
+
+_NAME_RE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
+
+_CREATE_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    text        PRIMARY KEY,
+    name       text        NOT NULL,
+    checksum   text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def find_migrations(directory: Path) -> list[Migration]:
+    """The migration files of `directory`, in order; anything else there is an error."""
+    if not directory.is_dir():
+        raise MigrationError(f"migrations folder {directory} does not exist")
+    found: dict[str, Migration] = {}
+    for path in sorted(directory.iterdir()):
+        if path.suffix != ".sql":
+            continue
+        match = _NAME_RE.match(path.name)
+        if match is None:
+            raise MigrationError(f"{path.name}: migration files are named NNNN_lowercase_name.sql")
+        version = match["version"]
+        if version in found:
+            raise MigrationError(f"{path.name}: version {version} is used twice")
+        found[version] = Migration(version, match["name"], path.read_text(encoding="utf-8"))
+    if not found:
+        raise MigrationError(f"no migration files in {directory}")
+    return [found[v] for v in sorted(found)]
+
+
+async def applied_migrations(conn: asyncpg.Connection) -> dict[str, str]:
+    """version -> checksum of what this database has applied."""
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    if not exists:
+        return {}
+    rows = await conn.fetch("SELECT version, checksum FROM schema_migrations")
+    return {row["version"]: row["checksum"] for row in rows}
+
+
+async def migrate(database_url: str, migrations: Sequence[Migration]) -> list[Migration]:
+    """Apply what is missing; returns the migrations this call applied (empty when up to date)."""
+    conn = await connect(database_url)
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+        try:
+            await conn.execute(_CREATE_TABLE)
+            done = await applied_migrations(conn)
+            _check_unchanged(migrations, done)
+            applied: list[Migration] = []
+            for migration in migrations:
+                if migration.version in done:
+                    continue
+                await _apply(conn, migration)
+                applied.append(migration)
+            return applied
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+    finally:
+        await conn.close()
+
+
+def _check_unchanged(migrations: Sequence[Migration], done: dict[str, str]) -> None:
+    for migration in migrations:
+        checksum = done.get(migration.version)
+        if checksum is not None and checksum != migration.checksum:
+            raise MigrationError(
+                f"migration {migration.version}_{migration.name}.sql was changed after it was "
+                "applied; add a new migration instead of editing an old one"
+            )
+
+
+async def _apply(conn: asyncpg.Connection, migration: Migration) -> None:
+    try:
+        async with conn.transaction():
+            await conn.execute(migration.sql)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                migration.version,
+                migration.name,
+                migration.checksum,
+            )
+    except asyncpg.PostgresError as exc:
+        raise MigrationError(
+            f"migration {migration.version}_{migration.name}.sql failed and was rolled back: "
+            f"{exc.__class__.__name__}: {exc}"
+        ) from exc

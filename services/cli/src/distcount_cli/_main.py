@@ -1,0 +1,89 @@
+"""`distcount`, the one console script; it reads the environment once, through distcount_config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from distcount_config import ConfigError, Settings, load
+from distcount_devstack import DevStackError, Stack
+from distcount_store import StoreError, find_migrations, migrate
+
+EXIT_ERROR = 1
+EXIT_UNHEALTHY = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distcount",
+        description="Counters at very high write rates: HTTP and Kafka in, PostgreSQL out.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = commands.add_parser("dev", help="the local stack: Kafka, PostgreSQL and the services")
+    dev_commands = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
+    dev_commands.add_parser("up", help="start whatever is not running yet, then migrate")
+    down = dev_commands.add_parser("down", help="stop what `up` started; the data is kept")
+    down.add_argument("--purge", action="store_true", help="also delete the state folder")
+    status = dev_commands.add_parser("status", help="each process with its pid and health")
+    status.add_argument(
+        "--env", action="store_true", help="print export lines for every endpoint instead"
+    )
+
+    commands.add_parser("migrate", help="apply the SQL migrations that are missing")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load()
+        sys.exit(_run(args, settings))
+    except (ConfigError, DevStackError, StoreError) as exc:
+        print(f"distcount: error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "migrate":
+        return asyncio.run(_migrate(settings))
+    stack = Stack(settings, say=_say)
+    if args.dev_command == "up":
+        asyncio.run(stack.up())
+        print("the stack is up; `distcount dev status --env` prints its endpoints")
+        return 0
+    if args.dev_command == "down":
+        stack.down(purge=args.purge)
+        return 0
+    if args.env:
+        print("\n".join(stack.env_lines()))
+        return 0
+    return _print_status(stack)
+
+
+def _print_status(stack: Stack) -> int:
+    rows = asyncio.run(stack.status())
+    print(f"{'NAME':<10} {'PID':>8}  {'STATE':<12} {'ORIGIN':<9} ENDPOINT")
+    for row in rows:
+        state = "healthy" if row.healthy else "unhealthy" if row.running else "stopped"
+        pid = str(row.pid) if row.pid is not None else "-"
+        print(f"{row.name:<10} {pid:>8}  {state:<12} {row.origin:<9} {row.endpoint}")
+    print(f"state folder: {stack.dev.state_dir}")
+    return 0 if all(row.healthy for row in rows) else EXIT_UNHEALTHY
+
+
+async def _migrate(settings: Settings) -> int:
+    applied = await migrate(settings.database_url, find_migrations(settings.migrations_dir))
+    for migration in applied:
+        print(f"applied {migration.version}_{migration.name}")
+    if not applied:
+        print("already up to date")
+    return 0
