@@ -7,6 +7,7 @@ settings down. A bad value raises `ConfigError` naming the variable and what it 
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -85,9 +86,16 @@ class _Reader:
         self.known: set[str] = set()
 
     def is_set(self, name: str) -> bool:
-        return PREFIX + name in self._env
+        return self._env.get(PREFIX + name, "").strip() != ""
 
-    def get(self, name: str, default: T, parse: Callable[[str], T], accepts: str) -> T:
+    def get(
+        self,
+        name: str,
+        default: T,
+        parse: Callable[[str], T],
+        accepts: str,
+        secret: bool = False,
+    ) -> T:
         self.known.add(PREFIX + name)
         raw = self._env.get(PREFIX + name)
         if raw is None or raw.strip() == "":
@@ -96,15 +104,21 @@ class _Reader:
             return parse(raw.strip())
         except ValueError as exc:
             detail = f" ({exc})" if str(exc) else ""
+            shown = _without_password(raw) if secret else raw
             raise ConfigError(
-                f"{PREFIX}{name}={raw!r} is not valid: expected {accepts}{detail}"
+                f"{PREFIX}{name}={shown!r} is not valid: expected {accepts}{detail}"
             ) from None
 
     def check_unknown(self) -> None:
+        bare = {name.removeprefix(PREFIX): name for name in self.known}
         for name in sorted(set(self._env) - self.known):
-            guess = difflib.get_close_matches(name, self.known, n=1)
-            hint = f"; did you mean {guess[0]}?" if guess else ""
+            guess = difflib.get_close_matches(name.removeprefix(PREFIX), bare, n=1, cutoff=0.75)
+            hint = f"; did you mean {bare[guess[0]]}?" if guess else ""
             raise ConfigError(f"{name} is not a distcount setting{hint}")
+
+
+def _without_password(url: str) -> str:
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 def _int_in(low: int, high: int = INT64_MAX) -> Callable[[str], int]:
@@ -123,13 +137,13 @@ def _port(raw: str) -> int:
 
 def _positive_float(raw: str) -> float:
     value = float(raw)
-    if not value > 0:
-        raise ValueError("must be greater than 0")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError("must be a finite number above 0")
     return value
 
 
 def _host(raw: str) -> str:
-    if not _HOST_RE.match(raw):
+    if not _HOST_RE.fullmatch(raw):
         raise ValueError("not a host name or address")
     return raw
 
@@ -157,7 +171,7 @@ def _database_url(raw: str) -> str:
 
 
 def _topic(raw: str) -> str:
-    if not _TOPIC_RE.match(raw) or raw in (".", ".."):
+    if not _TOPIC_RE.fullmatch(raw) or raw in (".", ".."):
         raise ValueError("1..249 characters of letters, digits, '.', '_' and '-'")
     return raw
 
@@ -178,7 +192,7 @@ def _choice(*choices: str) -> Callable[[str], str]:
 
 
 def _version(raw: str) -> str:
-    if not re.match(r"^\d+\.\d+\.\d+$", raw):
+    if not re.fullmatch(r"\d+\.\d+\.\d+", raw):
         raise ValueError("")
     return raw
 
@@ -259,6 +273,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             dev.local_database_url(),
             _database_url,
             "postgresql://user:password@host:port/database",
+            secret=True,
         ),
         topic=topic,
         dlq_topic=r.get("DLQ_TOPIC", f"{topic}.dlq", _topic, "a Kafka topic name"),
@@ -293,5 +308,10 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         dev=dev,
     )
+    if len(settings.dlq_topic) > 249:
+        raise ConfigError(
+            f"the dead-letter topic {settings.dlq_topic[:40]}… is longer than Kafka's 249 "
+            "characters; shorten DISTCOUNT_TOPIC or set DISTCOUNT_DLQ_TOPIC"
+        )
     r.check_unknown()
     return settings

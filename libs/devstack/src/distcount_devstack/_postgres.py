@@ -14,7 +14,14 @@ from pathlib import Path
 import asyncpg
 
 from distcount_devstack._errors import DevStackError
-from distcount_devstack._process import ProcessRecord, is_alive, spawn, tail
+from distcount_devstack._process import (
+    ProcessRecord,
+    is_alive,
+    is_pid_alive,
+    spawn,
+    tail,
+    wait_for_processes_in,
+)
 from distcount_store import DatabaseUnavailable, connect
 
 USER = "distcount"
@@ -121,6 +128,7 @@ class PostgresNode:
             raise DevStackError(f"initdb failed:\n{result.stderr.strip()[-2000:]}{hint}")
 
     def start(self, bindir: Path) -> ProcessRecord:
+        self._clear_crash_leftovers()
         return spawn(
             [
                 bindir / "postgres",
@@ -139,6 +147,18 @@ class PostgresNode:
             self.log,
             user=server_user(),
         )
+
+    def _clear_crash_leftovers(self) -> None:
+        # after a kill -9 the server's children exit on their own a moment later; the lock file
+        # may name a pid that is gone, or a zombie nobody reaps, which the server takes as alive
+        wait_for_processes_in(self.data_dir.resolve(), timeout_s=15)
+        lock = self.data_dir / "postmaster.pid"
+        try:
+            pid = int(lock.read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return
+        if not is_pid_alive(pid):
+            lock.unlink(missing_ok=True)
 
     async def wait_ready(self, record: ProcessRecord, timeout_s: float) -> None:
         deadline = asyncio.get_running_loop().time() + timeout_s

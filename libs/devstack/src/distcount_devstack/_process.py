@@ -57,21 +57,54 @@ def spawn(
     env: Mapping[str, str] | None = None,
     user: str | None = None,
 ) -> ProcessRecord:
-    """Start `argv` in its own session, output appended to `log_path`, outliving this process."""
+    """Start `argv` in a session of its own, output appended to `log_path`, outliving us.
+
+    A short-lived shell starts it in the background and exits at once, so the process is
+    nobody's child here: no zombie is left behind and nothing has to wait for it.
+    """
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [str(a) for a in argv],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        # the shell's stdout is the log, which its child inherits; the pid comes back on stderr
+        result = subprocess.run(
+            ["/bin/sh", "-c", '"$@" </dev/null 2>&1 & echo $! >&2', "sh", *map(str, argv)],
             env=None if env is None else dict(env),
+            stdout=log,
+            stderr=subprocess.PIPE,
+            text=True,
             start_new_session=True,
             user=user,
+            check=True,
+            timeout=30,
         )
-    ticks = start_ticks(proc.pid)
+    pid = int(result.stderr.strip())
+    ticks = start_ticks(pid)
     if ticks is None:
         raise OSError(f"{argv[0]} exited at once; see {log_path}")
-    return ProcessRecord(proc.pid, ticks)
+    return ProcessRecord(pid, ticks)
+
+
+def is_pid_alive(pid: int) -> bool:
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
+def wait_for_processes_in(folder: Path, timeout_s: float) -> None:
+    """Wait until no live process has `folder` as its working directory (orphans of a crash)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        busy = False
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cwd = (proc / "cwd").readlink()
+            except OSError:
+                continue
+            if cwd == folder and is_pid_alive(int(proc.name)):
+                busy = True
+                break
+        if not busy:
+            return
+        time.sleep(0.2)
 
 
 def stop(record: ProcessRecord, timeout_s: float) -> bool:

@@ -101,6 +101,11 @@ class Stack:
             bindir = _postgres.find_bindir() if start_postgres else None
             self._check_ports(start_kafka, start_postgres)
 
+            # then what takes long but changes nothing that runs
+            libs = None
+            if java is not None:
+                libs = self.jars.ensure(java, lambda line: self.say(f"kafka: {line}"))
+
             waits = []
             if bindir is not None:
                 if not self.postgres.initialised:
@@ -111,8 +116,7 @@ class Stack:
                 state.save()
                 self.say(f"postgres: started (pid {record.pid}) from {bindir}")
                 waits.append(self.postgres.wait_ready(record, timeout_s=60))
-            if java is not None:
-                libs = self.jars.ensure(java, lambda line: self.say(f"kafka: {line}"))
+            if java is not None and libs is not None:
                 self.kafka.write_config()
                 if not self.kafka.formatted:
                     self.say(f"kafka: formatting storage in {self.kafka.data_dir}")

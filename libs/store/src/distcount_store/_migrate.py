@@ -46,12 +46,12 @@ class Migration:
 
 
 def find_migrations(directory: Path) -> list[Migration]:
-    """The migration files of `directory`, in order; anything else there is an error."""
+    """The `.sql` files of `directory`, in order; other files there are ignored."""
     if not directory.is_dir():
         raise MigrationError(f"migrations folder {directory} does not exist")
     found: dict[str, Migration] = {}
     for path in sorted(directory.iterdir()):
-        if path.suffix != ".sql":
+        if path.suffix.lower() != ".sql":
             continue
         match = _NAME_RE.match(path.name)
         if match is None:

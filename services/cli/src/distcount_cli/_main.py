@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -38,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # readiness probes expect refused connections while a broker starts; the client logs each
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         settings = load()
         sys.exit(_run(args, settings))

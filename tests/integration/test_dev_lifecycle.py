@@ -1,0 +1,163 @@
+"""`distcount dev up | status | down` on a private stack of its own (its own folder and ports)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from distcount_store import connect
+from tests.conftest import Services
+from tests.integration.conftest import CliRunner, free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.devstack]
+
+
+def _pids(status_output: str) -> dict[str, tuple[str, str]]:
+    """name -> (pid, state) from the `dev status` table."""
+    rows = {}
+    for line in status_output.splitlines()[1:]:
+        fields = line.split()
+        if fields and fields[0] in ("kafka", "postgres"):
+            rows[fields[0]] = (fields[1], fields[2])
+    return rows
+
+
+def _wait_gone(pid: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().split(")")[-1].split()[0] == "Z":
+                    return
+        except FileNotFoundError:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"pid {pid} still runs")
+
+
+async def _topics(bootstrap: str) -> dict[str, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(await admin.list_topics())
+    finally:
+        await admin.close()
+    return {t["topic"]: len(t["partitions"]) for t in described}
+
+
+def test_up_status_restart_down_purge(run_cli: CliRunner, dev_env: dict[str, str]) -> None:
+    state = Path(dev_env["DISTCOUNT_DEV_DIR"])
+    try:
+        up = run_cli("dev", "up", env=dev_env)
+        assert up.returncode == 0, up.stdout + up.stderr
+
+        status = run_cli("dev", "status", env=dev_env)
+        assert status.returncode == 0, status.stdout
+        first = _pids(status.stdout)
+        assert {name: s for name, (_, s) in first.items()} == {
+            "kafka": "healthy",
+            "postgres": "healthy",
+        }
+
+        env_lines = run_cli("dev", "status", "--env", env=dev_env).stdout.splitlines()
+        bootstrap = f"127.0.0.1:{dev_env['DISTCOUNT_DEV_KAFKA_PORT']}"
+        assert f"export DISTCOUNT_KAFKA_BOOTSTRAP={bootstrap}" in env_lines
+        db_port = dev_env["DISTCOUNT_DEV_POSTGRES_PORT"]
+        assert (
+            f"export DISTCOUNT_DATABASE_URL=postgresql://distcount:distcount@127.0.0.1:{db_port}"
+            "/distcount" in env_lines
+        )
+        assert "export DISTCOUNT_HTTP_PORT=3333" in env_lines
+        assert asyncio.run(_topics(bootstrap)) == {
+            "distcount.increments": 6,
+            "distcount.increments.dlq": 6,
+        }
+
+        # a crashed piece: `up` restarts just that one
+        os.kill(int(first["postgres"][0]), signal.SIGKILL)
+        _wait_gone(int(first["postgres"][0]))
+        assert _pids(run_cli("dev", "status", env=dev_env).stdout)["postgres"][1] == "stopped"
+        # and downloads nothing: the jar cache serves, so a dead repository does no harm
+        offline = dev_env | {"DISTCOUNT_DEV_MAVEN_REPO": f"http://127.0.0.1:{free_port()}/m2"}
+        again = run_cli("dev", "up", env=offline)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "fetching" not in again.stdout
+        assert "kafka: started" not in again.stdout
+        second = _pids(run_cli("dev", "status", env=dev_env).stdout)
+        assert second["kafka"] == first["kafka"]
+        assert second["postgres"][0] != first["postgres"][0]
+        assert second["postgres"][1] == "healthy"
+
+        url = f"postgresql://distcount:distcount@127.0.0.1:{db_port}/distcount"
+        asyncio.run(_write_total(url))
+
+        down = run_cli("dev", "down", env=dev_env)
+        assert down.returncode == 0, down.stderr
+        for pid, _ in second.values():
+            _wait_gone(int(pid))
+        stopped = run_cli("dev", "status", env=dev_env)
+        assert stopped.returncode == 3
+        assert {s for _, s in _pids(stopped.stdout).values()} == {"stopped"}
+        assert (state / "kafka" / "data" / "meta.properties").is_file()
+
+        # data survives down/up
+        warm = run_cli("dev", "up", env=offline)
+        assert warm.returncode == 0, warm.stdout + warm.stderr
+        assert "formatting" not in warm.stdout
+        assert "creating a cluster" not in warm.stdout
+        assert asyncio.run(_read_total(url)) == 42
+    finally:
+        purge = run_cli("dev", "down", "--purge", env=dev_env)
+    assert purge.returncode == 0, purge.stderr
+    assert not state.exists()
+
+
+async def _write_total(url: str) -> None:
+    conn = await connect(url)
+    try:
+        await conn.execute("INSERT INTO counter_totals (key, value) VALUES ('kept', 42)")
+    finally:
+        await conn.close()
+
+
+async def _read_total(url: str) -> int:
+    conn = await connect(url)
+    try:
+        return int(await conn.fetchval("SELECT value FROM counter_totals WHERE key = 'kept'"))
+    finally:
+        await conn.close()
+
+
+def test_up_uses_services_that_already_run(
+    run_cli: CliRunner, dev_env: dict[str, str], services: Services
+) -> None:
+    topic = f"test.external.{free_port()}"
+    env = dev_env | {
+        "DISTCOUNT_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
+        "DISTCOUNT_DATABASE_URL": services.database_url,
+        "DISTCOUNT_TOPIC": topic,
+        "DISTCOUNT_PARTITIONS": "2",
+    }
+
+    up = run_cli("dev", "up", env=env)
+
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "started" not in up.stdout
+    status = run_cli("dev", "status", env=env)
+    assert status.returncode == 0
+    rows = [line.split() for line in status.stdout.splitlines()[1:3]]
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
+        ("kafka", "-", "healthy", "external"),
+        ("postgres", "-", "healthy", "external"),
+    ]
+    topics = asyncio.run(_topics(services.kafka_bootstrap))
+    assert topics[topic] == 2
+    assert topics[f"{topic}.dlq"] == 2
+    assert re.search(r"migrations: (already up to date|0001_initial)", up.stdout)

@@ -1,0 +1,401 @@
+"""Unit tests for distcount_config.load: defaults, overrides and the errors for bad values.
+
+Every test passes an explicit mapping as the environment; os.environ is never read or changed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distcount_config import ConfigError, Settings, load
+
+
+def _load(**variables: str) -> Settings:
+    """load() with only the given DISTCOUNT_* variables set (keys without the prefix)."""
+    return load({f"DISTCOUNT_{name}": value for name, value in variables.items()})
+
+
+# --- defaults ---------------------------------------------------------------------------------
+
+
+def test_defaults() -> None:
+    settings = load({})
+    assert settings.kafka_bootstrap == "127.0.0.1:9092"
+    assert settings.http_port == 3333
+    assert settings.partitions == 6
+    assert settings.flush_interval_ms == 5000
+    assert settings.bucket_ms == 5000
+    assert settings.topic == "distcount.increments"
+    assert settings.dlq_topic == "distcount.increments.dlq"
+    assert settings.database_url == "postgresql://distcount:distcount@127.0.0.1:5432/distcount"
+    assert settings.log_level == "info"
+    assert settings.http_host == "127.0.0.1"
+    assert settings.group_id == "distcount-aggregator"
+
+
+def test_dev_defaults() -> None:
+    dev = load({}).dev
+    assert dev.kafka_port == 9092
+    assert dev.kafka_controller_port == 9093
+    assert dev.postgres_port == 5432
+    assert dev.kafka_version == "4.1.1"
+    assert dev.stop_timeout_s == 30.0
+    assert dev.java_home is None
+    assert dev.external_kafka is False
+    assert dev.external_postgres is False
+
+
+def test_variables_without_the_prefix_are_ignored() -> None:
+    settings = load({"HTTP_PORT": "not a port", "PATH": "/usr/bin", "HOME": "/root"})
+    assert settings.http_port == 3333
+
+
+def test_empty_value_means_default() -> None:
+    assert _load(HTTP_PORT="").http_port == 3333
+    assert _load(PARTITIONS="   ").partitions == 6
+
+
+def test_bucket_ms_defaults_to_flush_interval() -> None:
+    settings = _load(FLUSH_INTERVAL_MS="250")
+    assert settings.flush_interval_ms == 250
+    assert settings.bucket_ms == 250
+
+
+def test_bucket_ms_can_differ_from_flush_interval() -> None:
+    settings = _load(FLUSH_INTERVAL_MS="250", BUCKET_MS="60000")
+    assert settings.flush_interval_ms == 250
+    assert settings.bucket_ms == 60000
+
+
+def test_dlq_topic_is_derived_from_topic() -> None:
+    assert _load(TOPIC="clicks").dlq_topic == "clicks.dlq"
+
+
+def test_dlq_topic_can_be_set() -> None:
+    settings = _load(TOPIC="clicks", DLQ_TOPIC="dead-letters")
+    assert settings.topic == "clicks"
+    assert settings.dlq_topic == "dead-letters"
+
+
+def test_default_bootstrap_follows_dev_kafka_port() -> None:
+    settings = _load(DEV_KAFKA_PORT="19092")
+    assert settings.kafka_bootstrap == "127.0.0.1:19092"
+    assert settings.dev.external_kafka is False
+
+
+def test_default_database_url_follows_dev_postgres_port() -> None:
+    settings = _load(DEV_POSTGRES_PORT="15432")
+    assert settings.database_url.endswith("@127.0.0.1:15432/distcount")
+    assert settings.dev.external_postgres is False
+
+
+# --- valid overrides --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "attribute", "expected"),
+    [
+        ("HTTP_PORT", "8080", "http_port", 8080),
+        ("HTTP_PORT", " 8080 ", "http_port", 8080),
+        ("HTTP_PORT", "1", "http_port", 1),
+        ("HTTP_PORT", "65535", "http_port", 65535),
+        ("PARTITIONS", "1", "partitions", 1),
+        ("PARTITIONS", "10000", "partitions", 10000),
+        ("FLUSH_INTERVAL_MS", "1_000", "flush_interval_ms", 1000),
+        ("MAX_BODY_BYTES", "64", "max_body_bytes", 64),
+        ("STATSD_PORT", "9125", "statsd_port", 9125),
+        ("KAFKA_BOOTSTRAP", "kafka:29092", "kafka_bootstrap", "kafka:29092"),
+        (
+            "KAFKA_BOOTSTRAP",
+            "a.example:9092, b.example:9093",
+            "kafka_bootstrap",
+            "a.example:9092,b.example:9093",
+        ),
+        ("KAFKA_BOOTSTRAP", "[::1]:9092", "kafka_bootstrap", "[::1]:9092"),
+        (
+            "DATABASE_URL",
+            "postgres://u:p@db.example:6543/counts",
+            "database_url",
+            "postgres://u:p@db.example:6543/counts",
+        ),
+        ("TOPIC", "my_topic-1.v2", "topic", "my_topic-1.v2"),
+        ("GROUP_ID", "other-group", "group_id", "other-group"),
+        ("HTTP_HOST", "0.0.0.0", "http_host", "0.0.0.0"),
+        ("LOG_LEVEL", "DEBUG", "log_level", "debug"),
+        ("LOG_LEVEL", "warning", "log_level", "warning"),
+    ],
+)
+def test_valid_override(name: str, raw: str, attribute: str, expected: object) -> None:
+    assert getattr(_load(**{name: raw}), attribute) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "attribute", "expected"),
+    [
+        ("DEV_KAFKA_VERSION", "3.9.0", "kafka_version", "3.9.0"),
+        ("DEV_KAFKA_PORT", "19092", "kafka_port", 19092),
+        ("DEV_KAFKA_CONTROLLER_PORT", "19093", "kafka_controller_port", 19093),
+        ("DEV_POSTGRES_PORT", "15432", "postgres_port", 15432),
+        ("DEV_STOP_TIMEOUT_S", "2.5", "stop_timeout_s", 2.5),
+        (
+            "DEV_MAVEN_REPO",
+            "https://mirror.example/maven2/",
+            "maven_repo_url",
+            "https://mirror.example/maven2",
+        ),
+    ],
+)
+def test_valid_dev_override(name: str, raw: str, attribute: str, expected: object) -> None:
+    assert getattr(_load(**{name: raw}).dev, attribute) == expected
+
+
+def test_dev_dir_is_resolved(tmp_path: Path) -> None:
+    dev = _load(DEV_DIR=str(tmp_path / "a" / ".." / "state")).dev
+    assert dev.state_dir == (tmp_path / "state").resolve()
+    assert dev.state_dir.is_absolute()
+
+
+def test_cache_dir_follows_xdg_cache_home(tmp_path: Path) -> None:
+    assert load({"XDG_CACHE_HOME": str(tmp_path)}).dev.cache_dir == tmp_path / "distcount"
+
+
+def test_java_home_is_read_without_prefix(tmp_path: Path) -> None:
+    assert load({"JAVA_HOME": str(tmp_path)}).dev.java_home == tmp_path
+
+
+# --- bad values -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        # not an integer
+        ("HTTP_PORT", "abc"),
+        ("HTTP_PORT", "80.5"),
+        ("PARTITIONS", "six"),
+        ("FLUSH_INTERVAL_MS", "5s"),
+        ("MAX_LIVE_ENTRIES", "1e6"),
+        # out of range
+        ("HTTP_PORT", "0"),
+        ("HTTP_PORT", "65536"),
+        ("HTTP_PORT", "-1"),
+        ("STATSD_PORT", "70000"),
+        ("DEV_KAFKA_PORT", "99999"),
+        ("PARTITIONS", "0"),
+        ("PARTITIONS", "10001"),
+        ("FLUSH_INTERVAL_MS", "9"),
+        ("BUCKET_MS", "0"),
+        ("MAX_BODY_BYTES", "63"),
+        # bad bootstrap
+        ("KAFKA_BOOTSTRAP", "host"),
+        ("KAFKA_BOOTSTRAP", ":9092"),
+        ("KAFKA_BOOTSTRAP", "host:"),
+        ("KAFKA_BOOTSTRAP", "host:port"),
+        ("KAFKA_BOOTSTRAP", "host:70000"),
+        ("KAFKA_BOOTSTRAP", "good:9092,bad"),
+        ("KAFKA_BOOTSTRAP", "bad host:9092"),
+        # bad database URL
+        ("DATABASE_URL", "mysql://user@db.example:3306/counts"),
+        ("DATABASE_URL", "db.example/counts"),
+        ("DATABASE_URL", "postgresql://user@db.example:5432"),
+        ("DATABASE_URL", "postgresql://user@db.example:5432/"),
+        ("DATABASE_URL", "postgresql:///counts"),
+        ("DATABASE_URL", "postgresql://user@db.example:notaport/counts"),
+        # bad topic name
+        ("TOPIC", "has space"),
+        ("TOPIC", "slash/topic"),
+        ("TOPIC", "."),
+        ("TOPIC", ".."),
+        ("TOPIC", "t" * 250),
+        ("DLQ_TOPIC", "bad!dlq"),
+        # bad host
+        ("HTTP_HOST", "not a host"),
+        # bad log level
+        ("LOG_LEVEL", "verbose"),
+        ("LOG_LEVEL", "trace"),
+        # bad version
+        ("DEV_KAFKA_VERSION", "4.1"),
+        ("DEV_KAFKA_VERSION", "latest"),
+        ("DEV_KAFKA_VERSION", "v4.1.1"),
+        # bad float / URL
+        ("DEV_STOP_TIMEOUT_S", "0"),
+        ("DEV_STOP_TIMEOUT_S", "-3"),
+        ("DEV_STOP_TIMEOUT_S", "soon"),
+        ("DEV_MAVEN_REPO", "ftp://mirror.example/maven2"),
+        # too long
+        ("GROUP_ID", "g" * 256),
+    ],
+)
+def test_bad_value_names_variable_and_value(name: str, raw: str) -> None:
+    variable = f"DISTCOUNT_{name}"
+    with pytest.raises(ConfigError) as info:
+        load({variable: raw})
+    message = str(info.value)
+    assert variable in message
+    assert raw in message
+
+
+def test_bad_value_message_says_what_is_accepted() -> None:
+    with pytest.raises(ConfigError, match=r"1\.\.65535"):
+        _load(HTTP_PORT="0")
+    with pytest.raises(ConfigError, match="debug or info or warning or error"):
+        _load(LOG_LEVEL="loud")
+    with pytest.raises(ConfigError, match="has no port"):
+        _load(KAFKA_BOOTSTRAP="host")
+    with pytest.raises(ConfigError, match="no database name"):
+        _load(DATABASE_URL="postgresql://db.example:5432")
+    with pytest.raises(ConfigError, match="scheme must be postgresql"):
+        _load(DATABASE_URL="mysql://db.example/counts")
+
+
+def test_config_error_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="DISTCOUNT_PARTITIONS"):
+        _load(PARTITIONS="many")
+
+
+# --- unknown variables ------------------------------------------------------------------------
+
+
+def test_unknown_variable_is_an_error() -> None:
+    name = "DISTCOUNT_" + "Z" * 30  # close to nothing, so no suggestion
+    with pytest.raises(ConfigError) as info:
+        load({name: "1"})
+    message = str(info.value)
+    assert f"{name} is not a distcount setting" in message
+    assert "did you mean" not in message
+
+
+def test_unknown_variable_is_checked_after_known_ones_parse() -> None:
+    # a valid known variable next to the unknown one must not hide the error
+    with pytest.raises(ConfigError, match="DISTCOUNT_NO_SUCH_THING"):
+        _load(HTTP_PORT="8080", NO_SUCH_THING="1")
+
+
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [
+        ("DISTCOUNT_HTTP_POTR", "DISTCOUNT_HTTP_PORT"),
+        ("DISTCOUNT_PARTITION", "DISTCOUNT_PARTITIONS"),
+        ("DISTCOUNT_KAFKA_BOOTSTRAPS", "DISTCOUNT_KAFKA_BOOTSTRAP"),
+        ("DISTCOUNT_DATABASE_ULR", "DISTCOUNT_DATABASE_URL"),
+    ],
+)
+def test_unknown_variable_suggests_near_miss(typo: str, meant: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load({typo: "1"})
+    message = str(info.value)
+    assert typo in message
+    assert f"did you mean {meant}?" in message
+
+
+def test_unknown_variable_is_an_error_even_when_empty() -> None:
+    with pytest.raises(ConfigError, match="DISTCOUNT_HTTP_POTR"):
+        load({"DISTCOUNT_HTTP_POTR": ""})
+
+
+# --- external services ------------------------------------------------------------------------
+
+
+def test_external_kafka_when_bootstrap_is_set() -> None:
+    settings = _load(KAFKA_BOOTSTRAP="kafka.example:9092")
+    assert settings.dev.external_kafka is True
+    assert settings.dev.external_postgres is False
+    assert settings.kafka_bootstrap == "kafka.example:9092"
+
+
+def test_external_postgres_when_database_url_is_set() -> None:
+    settings = _load(DATABASE_URL="postgresql://u@db.example/counts")
+    assert settings.dev.external_postgres is True
+    assert settings.dev.external_kafka is False
+    assert settings.database_url == "postgresql://u@db.example/counts"
+
+
+def test_both_external() -> None:
+    dev = _load(
+        KAFKA_BOOTSTRAP="kafka.example:9092", DATABASE_URL="postgresql://u@db.example/counts"
+    ).dev
+    assert dev.external_kafka is True
+    assert dev.external_postgres is True
+
+
+# --- dev ports --------------------------------------------------------------------------------
+
+
+def test_three_equal_dev_ports_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="three different ports"):
+        _load(DEV_KAFKA_PORT="7000", DEV_KAFKA_CONTROLLER_PORT="7000", DEV_POSTGRES_PORT="7000")
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [
+        {"DEV_KAFKA_CONTROLLER_PORT": "9092"},  # clashes with the default Kafka port
+        {"DEV_POSTGRES_PORT": "9093"},  # clashes with the default controller port
+        {"DEV_KAFKA_PORT": "5432"},  # clashes with the default PostgreSQL port
+    ],
+)
+def test_two_equal_dev_ports_is_an_error(variables: dict[str, str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        _load(**variables)
+    message = str(info.value)
+    assert "DISTCOUNT_DEV_KAFKA_PORT" in message
+    assert "DISTCOUNT_DEV_POSTGRES_PORT" in message
+
+
+# --- secrets ----------------------------------------------------------------------------------
+
+
+def test_database_url_not_in_repr() -> None:
+    url = "postgresql://user:s3cr3t-pw@db.example:5432/counts"
+    settings = _load(DATABASE_URL=url)
+    assert settings.database_url == url
+    text = repr(settings)
+    assert "s3cr3t-pw" not in text
+    assert "database_url" not in text
+    assert "db.example" not in text
+    # the rest is still shown
+    assert "kafka_bootstrap=" in text
+
+
+def test_default_database_url_not_in_repr() -> None:
+    settings = load({})
+    assert settings.database_url not in repr(settings)
+
+
+# --- edge cases ---------------------------------------------------------------------------------
+
+
+def test_blank_bootstrap_and_url_are_not_external() -> None:
+    settings = load({"DISTCOUNT_KAFKA_BOOTSTRAP": "", "DISTCOUNT_DATABASE_URL": " "})
+    assert not settings.dev.external_kafka
+    assert not settings.dev.external_postgres
+
+
+def test_derived_dlq_topic_over_kafkas_limit_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="DISTCOUNT_DLQ_TOPIC"):
+        _load(TOPIC="t" * 246)
+    assert _load(TOPIC="t" * 246, DLQ_TOPIC="dead").dlq_topic == "dead"
+
+
+def test_bad_database_url_error_hides_the_password() -> None:
+    with pytest.raises(ConfigError, match="DISTCOUNT_DATABASE_URL") as caught:
+        _load(DATABASE_URL="postgresql://u:hunter2@h:99999/db")
+    assert "hunter2" not in str(caught.value)
+    assert "u:***@h:99999" in str(caught.value)
+
+
+def test_unrelated_unknown_name_gets_no_suggestion() -> None:
+    with pytest.raises(ConfigError) as caught:
+        _load(NO_SUCH_THING="1")
+    assert "did you mean" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [("KAFKA_BOOTSTRAP", "h\n:9092"), ("DEV_STOP_TIMEOUT_S", "inf"), ("TOPIC", "a\nb")],
+)
+def test_values_with_hidden_flaws_are_refused(name: str, raw: str) -> None:
+    with pytest.raises(ConfigError, match=f"DISTCOUNT_{name}"):
+        _load(**{name: raw})
