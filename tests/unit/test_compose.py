@@ -1,0 +1,84 @@
+"""compose.yaml runs the same stack as the defaults describe: images, ports and credentials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from distcount_config import Settings, load
+
+COMPOSE = Path(__file__).resolve().parents[2] / "compose.yaml"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def defaults() -> Settings:
+    return load({})
+
+
+def _published(service: dict[str, Any], protocol: str = "tcp") -> dict[int, int]:
+    """container port -> host port, for ports bound to loopback."""
+    ports = {}
+    for entry in service["ports"]:
+        address, host, container = str(entry).split(":")
+        assert address == "127.0.0.1", f"{entry} is published beyond loopback"
+        port, _, proto = container.partition("/")
+        if (proto or "tcp") == protocol:
+            ports[int(port)] = int(host)
+    return ports
+
+
+def test_kafka_image_is_the_version_the_local_stack_runs(
+    compose: dict[str, Any], defaults: Settings
+) -> None:
+    for name in ("kafka", "topics"):
+        assert compose["services"][name]["image"] == f"apache/kafka:{defaults.dev.kafka_version}"
+
+
+def test_kafka_listens_where_the_default_bootstrap_points(
+    compose: dict[str, Any], defaults: Settings
+) -> None:
+    kafka = compose["services"]["kafka"]
+    host, port = defaults.kafka_bootstrap.rsplit(":", 1)
+    assert _published(kafka)[int(port)] == int(port)
+    assert f"HOST://{host}:{port}" in kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+
+
+def test_topics_match_the_default_topic_and_partitions(
+    compose: dict[str, Any], defaults: Settings
+) -> None:
+    env = compose["services"]["topics"]["environment"]
+    assert env["TOPIC"] == defaults.topic
+    assert env["DLQ_TOPIC"] == defaults.dlq_topic
+    assert int(env["PARTITIONS"]) == defaults.partitions
+
+
+def test_postgres_matches_the_default_database_url(
+    compose: dict[str, Any], defaults: Settings
+) -> None:
+    postgres = compose["services"]["postgres"]
+    url = urlsplit(defaults.database_url)
+    assert url.port is not None
+    assert _published(postgres)[5432] == url.port
+    env = postgres["environment"]
+    assert env["POSTGRES_USER"] == url.username
+    assert env["POSTGRES_PASSWORD"] == url.password
+    assert env["POSTGRES_DB"] == url.path.lstrip("/")
+    assert str(postgres["image"]).startswith("postgres:")
+
+
+def test_statsd_listens_on_the_default_port(compose: dict[str, Any], defaults: Settings) -> None:
+    statsd = compose["services"]["statsd"]
+    assert _published(statsd, "udp")[8125] == defaults.statsd_port
+    assert defaults.statsd_host == "127.0.0.1"
