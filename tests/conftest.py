@@ -77,7 +77,7 @@ def _local_stack() -> Iterator[Services]:
     environ = {k: v for k, v in os.environ.items() if k.startswith("DISTCOUNT_DEV_")}
     stack = Stack(load(environ), say=lambda line: print(f"[dev stack] {line}"))
     before = asyncio.run(stack.status())
-    asyncio.run(stack.up())
+    asyncio.run(stack.up(services=False))
     try:
         yield Services(stack.kafka_bootstrap, stack.database_url, "local stack")
     finally:

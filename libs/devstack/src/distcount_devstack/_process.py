@@ -54,7 +54,7 @@ def is_alive(record: ProcessRecord) -> bool:
 def spawn(
     argv: Sequence[str | Path],
     log_path: Path,
-    env: Mapping[str, str] | None = None,
+    extra_env: Mapping[str, str] | None = None,
     user: str | None = None,
 ) -> ProcessRecord:
     """Start `argv` in a session of its own, output appended to `log_path`, outliving us.
@@ -66,7 +66,7 @@ def spawn(
         # the shell's stdout is the log, which its child inherits; the pid comes back on stderr
         result = subprocess.run(
             ["/bin/sh", "-c", '"$@" </dev/null 2>&1 & echo $! >&2', "sh", *map(str, argv)],
-            env=None if env is None else dict(env),
+            env=None if extra_env is None else {**os.environ, **extra_env},
             stdout=log,
             stderr=subprocess.PIPE,
             text=True,

@@ -19,11 +19,15 @@ from distcount_devstack._errors import DevStackError
 from distcount_devstack._java import checked_java
 from distcount_devstack._maven import KafkaJars
 from distcount_devstack._process import ProcessRecord, is_alive, port_in_use, stop
+from distcount_devstack._services import ServiceNode, http_ok
 from distcount_devstack._state import StackState, locked
 from distcount_store import StoreError, find_migrations, migrate, redact
 
 KAFKA = "kafka"
 POSTGRES = "postgres"
+INGRESS = "ingress"
+AGGREGATOR = "aggregator"
+SERVICES = (INGRESS, AGGREGATOR)
 _LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
 
@@ -48,6 +52,7 @@ class Stack:
         self.postgres = _postgres.PostgresNode(
             self.dev.state_dir / POSTGRES, self.dev.postgres_port
         )
+        self.services = {name: ServiceNode(name, self.dev.state_dir / name) for name in SERVICES}
         self.jars = KafkaJars(self.dev.cache_dir, self.dev.kafka_version, self.dev.maven_repo_url)
 
     # -- where things are -------------------------------------------------------------------
@@ -88,7 +93,8 @@ class Stack:
 
     # -- up -----------------------------------------------------------------------------------
 
-    async def up(self) -> None:
+    async def up(self, services: bool = True) -> None:
+        """Start what is missing; `services=False` leaves out the ingress and the aggregator."""
         with locked(self.dev.state_dir, self.say):
             state = StackState.load(self.dev.state_dir)
             state.check_data(self.kafka.data_dir, self.postgres.data_dir)
@@ -99,7 +105,8 @@ class Stack:
             # everything that can fail fast fails before anything is downloaded or started
             java = checked_java(self.dev.java_home) if start_kafka else None
             bindir = _postgres.find_bindir() if start_postgres else None
-            self._check_ports(start_kafka, start_postgres)
+            start_ingress = services and not _alive(state, INGRESS)
+            self._check_ports(start_kafka, start_postgres, start_ingress)
 
             # then what takes long but changes nothing that runs
             libs = None
@@ -128,6 +135,27 @@ class Stack:
                 waits.append(self.kafka.wait_ready(record, timeout_s=120))
             await asyncio.gather(*waits)
             await self._provision()
+            if services:
+                await self._start_services(state)
+
+    async def _start_services(self, state: StackState) -> None:
+        env = {
+            "DISTCOUNT_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "DISTCOUNT_DATABASE_URL": self.database_url,
+        }
+        waits = []
+        for name, node in self.services.items():
+            if _alive(state, name):
+                continue
+            record = node.start(env)
+            state.processes[name] = record
+            state.save()
+            self.say(f"{name}: started (pid {record.pid}); log in {node.log}")
+            if name == INGRESS:
+                waits.append(node.wait_http(record, self.settings.http_port, timeout_s=60))
+            else:
+                waits.append(node.wait_alive(record, settle_s=2.0))
+        await asyncio.gather(*waits)
 
     async def _check_external(self) -> None:
         if self.external_kafka and not await _kafka.answers(self.kafka_bootstrap, timeout_s=10):
@@ -141,8 +169,10 @@ class Stack:
                 "be reached; start it, or unset the variable to let `distcount dev up` run one"
             )
 
-    def _check_ports(self, kafka: bool, postgres: bool) -> None:
+    def _check_ports(self, kafka: bool, postgres: bool, ingress: bool) -> None:
         wanted: list[tuple[int, str, str]] = []
+        if ingress:
+            wanted.append((self.settings.http_port, "the ingress", "DISTCOUNT_HTTP_PORT"))
         if kafka:
             wanted += [
                 (self.dev.kafka_port, "the Kafka broker", "DISTCOUNT_DEV_KAFKA_PORT"),
@@ -201,7 +231,8 @@ class Stack:
                 if not purge:
                     raise
                 state = StackState(folder)
-            for name in (KAFKA, POSTGRES):
+            # the services first: the aggregator flushes on SIGTERM, which needs both servers
+            for name in (*SERVICES, KAFKA, POSTGRES):
                 record = state.processes.pop(name, None)
                 if record is None or not is_alive(record):
                     continue
@@ -222,6 +253,7 @@ class Stack:
     async def status(self) -> list[ComponentStatus]:
         state = StackState.load(self.dev.state_dir)
         kafka_url, database_url = self.kafka_bootstrap, self.database_url
+        http_port = self.settings.http_port
         return list(
             await asyncio.gather(
                 self._status(
@@ -237,6 +269,20 @@ class Stack:
                     self.external_postgres,
                     redact(database_url),
                     lambda: _postgres.answers(database_url, timeout_s=3),
+                ),
+                self._status(
+                    INGRESS,
+                    state.processes.get(INGRESS),
+                    False,
+                    f"http://127.0.0.1:{http_port}",
+                    lambda: http_ok("127.0.0.1", http_port, "/health/ready"),
+                ),
+                self._status(
+                    AGGREGATOR,
+                    state.processes.get(AGGREGATOR),
+                    False,
+                    f"group {self.settings.group_id}",
+                    _true,
                 ),
             )
         )
@@ -265,3 +311,7 @@ class Stack:
 def _alive(state: StackState, name: str) -> bool:
     record: ProcessRecord | None = state.processes.get(name)
     return record is not None and is_alive(record)
+
+
+async def _true() -> bool:
+    return True

@@ -26,3 +26,19 @@ async def connect(database_url: str, timeout_s: float = 10.0) -> asyncpg.Connect
             f"cannot connect to PostgreSQL at {redact(database_url)}: "
             f"{exc.__class__.__name__}: {exc}"
         ) from exc
+
+
+async def create_pool(
+    database_url: str, min_size: int = 1, max_size: int = 10, timeout_s: float = 10.0
+) -> asyncpg.Pool:
+    try:
+        pool = await asyncpg.create_pool(
+            database_url, min_size=min_size, max_size=max_size, timeout=timeout_s
+        )
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise DatabaseUnavailable(
+            f"cannot connect to PostgreSQL at {redact(database_url)}: "
+            f"{exc.__class__.__name__}: {exc}"
+        ) from exc
+    assert pool is not None
+    return pool

@@ -8,6 +8,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
+import distcount_aggregator
+import distcount_ingress
+from distcount_cli import _client
 from distcount_config import ConfigError, Settings, load
 from distcount_devstack import DevStackError, Stack
 from distcount_store import StoreError, find_migrations, migrate
@@ -34,18 +37,26 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser("migrate", help="apply the SQL migrations that are missing")
+    commands.add_parser("ingress", help="run the HTTP ingress (port DISTCOUNT_HTTP_PORT)")
+    commands.add_parser("aggregator", help="run one aggregator of the consumer group")
+    get = commands.add_parser("get", help="print a counter's total")
+    get.add_argument("key")
+    incr = commands.add_parser("incr", help="increment a counter (produced to Kafka directly)")
+    incr.add_argument("key")
+    incr.add_argument("value", nargs="?", default="1", help="a non-zero integer (default 1)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)
     # readiness probes expect refused connections while a broker starts; the client logs each
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         settings = load()
         sys.exit(_run(args, settings))
-    except (ConfigError, DevStackError, StoreError) as exc:
+    except (ConfigError, DevStackError, StoreError, distcount_aggregator.AggregatorError) as exc:
         print(f"distcount: error: {exc}", file=sys.stderr)
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
@@ -57,9 +68,21 @@ def _say(line: str) -> None:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    if args.command == "migrate":
-        return asyncio.run(_migrate(settings))
-    stack = Stack(settings, say=_say)
+    if args.command == "dev":
+        return _dev(args, Stack(settings, say=_say))
+    if args.command in ("ingress", "aggregator"):
+        _configure_service_logging(settings)
+        service = distcount_ingress if args.command == "ingress" else distcount_aggregator
+        service.run(settings)
+        return 0
+    if args.command == "get":
+        return asyncio.run(_client.get(settings, args.key))
+    if args.command == "incr":
+        return asyncio.run(_client.incr(settings, args.key, args.value))
+    return asyncio.run(_migrate(settings))
+
+
+def _dev(args: argparse.Namespace, stack: Stack) -> int:
     if args.dev_command == "up":
         asyncio.run(stack.up())
         print("the stack is up; `distcount dev status --env` prints its endpoints")
@@ -91,3 +114,12 @@ async def _migrate(settings: Settings) -> int:
     if not applied:
         print("already up to date")
     return 0
+
+
+def _configure_service_logging(settings: Settings) -> None:
+    root = logging.getLogger()
+    for handler in root.handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("distcount").setLevel(settings.log_level.upper())
+    # the Kafka client reports every refused connection while a broker is away; warnings suffice
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)

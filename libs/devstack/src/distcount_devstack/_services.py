@@ -1,0 +1,65 @@
+"""distcount's own services (ingress, aggregator) as processes of the local stack."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from distcount_devstack._errors import DevStackError
+from distcount_devstack._process import ProcessRecord, is_alive, spawn, tail
+
+
+class ServiceNode:
+    def __init__(self, name: str, home: Path) -> None:
+        self.name = name
+        self.home = home
+        self.log = home / f"{name}.log"
+
+    def start(self, extra_env: Mapping[str, str]) -> ProcessRecord:
+        self.home.mkdir(parents=True, exist_ok=True)
+        return spawn(
+            [sys.executable, "-m", "distcount_cli", self.name], self.log, extra_env=extra_env
+        )
+
+    async def wait_alive(self, record: ProcessRecord, settle_s: float) -> None:
+        """A service that fails on its settings or connections exits within its first seconds."""
+        await asyncio.sleep(settle_s)
+        if not is_alive(record):
+            raise DevStackError(
+                f"the {self.name} exited during startup; the end of {self.log}:\n{tail(self.log)}"
+            )
+
+    async def wait_http(self, record: ProcessRecord, port: int, timeout_s: float) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not await http_ok("127.0.0.1", port, "/health/live"):
+            if not is_alive(record):
+                raise DevStackError(
+                    f"the {self.name} exited during startup; the end of {self.log}:\n"
+                    f"{tail(self.log)}"
+                )
+            if asyncio.get_running_loop().time() > deadline:
+                raise DevStackError(
+                    f"the {self.name} (pid {record.pid}) did not answer on port {port} within "
+                    f"{timeout_s:.0f} s; see {self.log}"
+                )
+            await asyncio.sleep(0.2)
+
+
+async def http_ok(host: str, port: int, path: str, timeout_s: float = 2.0) -> bool:
+    """True when GET `path` answers 200."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        status = await asyncio.wait_for(reader.readline(), timeout_s)
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
+    parts = status.split()
+    return len(parts) >= 2 and parts[1] == b"200"

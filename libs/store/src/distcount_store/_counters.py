@@ -1,0 +1,141 @@
+"""The aggregators' flush, one partition per transaction, and the reads of the totals.
+
+The flush is what makes the pipeline exactly once: the partition's stored offset is locked and
+checked against the one this process started from, the event rows and the totals are written, and
+the offset advances, all in one transaction. A different stored offset means another process owns
+the partition now (or did in between): nothing is written and the caller must re-read and re-seek.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+import asyncpg
+
+from distcount_store._errors import DatabaseUnavailable
+
+# a connection of its own, or one borrowed from a pool
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+_LOCK_OFFSET = """
+SELECT next_offset FROM consumer_offsets
+WHERE group_id = $1 AND topic = $2 AND partition = $3
+FOR UPDATE
+"""
+_INSERT_OFFSET = """
+INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ($1, $2, $3, $4)
+"""
+_UPDATE_OFFSET = """
+UPDATE consumer_offsets SET next_offset = $4, updated_at = now()
+WHERE group_id = $1 AND topic = $2 AND partition = $3
+"""
+_INSERT_EVENTS = """
+INSERT INTO counter_events (key, bucket_start, delta)
+SELECT key, to_timestamp(bucket_ms / 1000.0), delta
+FROM unnest($1::text[], $2::bigint[], $3::numeric[]) AS e(key, bucket_ms, delta)
+"""
+# keys arrive sorted: two transactions touching the same keys lock them in the same order
+_UPSERT_TOTALS = """
+INSERT INTO counter_totals AS t (key, value)
+SELECT key, delta FROM unnest($1::text[], $2::numeric[]) AS d(key, delta)
+ON CONFLICT (key) DO UPDATE SET value = t.value + excluded.value, updated_at = now()
+"""
+_READ_OFFSETS = """
+SELECT partition, next_offset FROM consumer_offsets
+WHERE group_id = $1 AND topic = $2 AND partition = ANY($3::int[])
+"""
+
+
+@dataclass(frozen=True)
+class PartitionFlush:
+    """What one partition's flush writes: deltas per (bucket start in ms, key), up to an offset."""
+
+    group_id: str
+    topic: str
+    partition: int
+    expected_offset: int | None  # what this process read (or last wrote); None: no row yet
+    next_offset: int
+    deltas: Mapping[tuple[int, str], int]
+
+
+@dataclass(frozen=True)
+class Fenced:
+    """The stored offset is not the expected one: another process flushed this partition."""
+
+    stored_offset: int | None
+
+
+async def flush_partition(conn: Conn, flush: PartitionFlush) -> Fenced | None:
+    """Write one partition's deltas and advance its offset in one transaction; None on success."""
+    ident = (flush.group_id, flush.topic, flush.partition)
+    try:
+        async with conn.transaction():
+            stored = await conn.fetchval(_LOCK_OFFSET, *ident)
+            if stored != flush.expected_offset:
+                return Fenced(stored)
+            if flush.deltas:
+                await _write_deltas(conn, flush.deltas)
+            if stored is None:
+                await conn.execute(_INSERT_OFFSET, *ident, flush.next_offset)
+            else:
+                await conn.execute(_UPDATE_OFFSET, *ident, flush.next_offset)
+    except asyncpg.UniqueViolationError:
+        # another process inserted the partition's first row between our read and our insert
+        return Fenced(await read_offset(conn, flush.group_id, flush.topic, flush.partition))
+    return None
+
+
+async def _write_deltas(conn: Conn, deltas: Mapping[tuple[int, str], int]) -> None:
+    keys: list[str] = []
+    starts: list[int] = []
+    values: list[int] = []
+    totals: dict[str, int] = {}
+    for (bucket_start_ms, key), delta in deltas.items():
+        if delta == 0:
+            continue  # increments that cancelled out within the bucket
+        keys.append(key)
+        starts.append(bucket_start_ms)
+        values.append(delta)
+        totals[key] = totals.get(key, 0) + delta
+    if not keys:
+        return
+    await conn.execute(_INSERT_EVENTS, keys, starts, values)
+    sorted_keys = sorted(k for k, v in totals.items() if v != 0)
+    if sorted_keys:
+        await conn.execute(_UPSERT_TOTALS, sorted_keys, [totals[k] for k in sorted_keys])
+
+
+async def read_offset(conn: Conn, group_id: str, topic: str, partition: int) -> int | None:
+    offsets = await read_offsets(conn, group_id, topic, [partition])
+    return offsets.get(partition)
+
+
+async def read_offsets(
+    conn: Conn, group_id: str, topic: str, partitions: Iterable[int]
+) -> dict[int, int]:
+    """partition -> stored next offset, for the partitions that have one."""
+    rows = await conn.fetch(_READ_OFFSETS, group_id, topic, list(partitions))
+    return {row["partition"]: row["next_offset"] for row in rows}
+
+
+@dataclass(frozen=True)
+class Total:
+    key: str
+    value: int
+    updated_at: datetime
+
+
+async def read_total(conn: Conn | asyncpg.Pool, key: str) -> Total | None:
+    try:
+        row = await conn.fetchrow(
+            "SELECT value, updated_at FROM counter_totals WHERE key = $1", key
+        )
+    except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError) as exc:
+        raise DatabaseUnavailable(f"reading counter {key!r} failed: {exc}") from exc
+    if row is None:
+        return None
+    value = row["value"]
+    return Total(key, int(value) if isinstance(value, Decimal) else value, row["updated_at"])

@@ -1,0 +1,22 @@
+"""distcount's aggregator: Kafka partitions folded into time buckets, flushed exactly once."""
+
+from distcount_aggregator._aggregator import Aggregator
+from distcount_aggregator._deadletter import REASON_HEADER, SOURCE_HEADER, DeadLetters
+from distcount_aggregator._errors import AggregatorError, AssignmentFailed
+from distcount_aggregator._fold import PartitionState, bucket_start_ms, next_tick_ms
+from distcount_aggregator._main import build_consumer, run, serve
+
+__all__ = [
+    "REASON_HEADER",
+    "SOURCE_HEADER",
+    "Aggregator",
+    "AggregatorError",
+    "AssignmentFailed",
+    "DeadLetters",
+    "PartitionState",
+    "bucket_start_ms",
+    "build_consumer",
+    "next_tick_ms",
+    "run",
+    "serve",
+]

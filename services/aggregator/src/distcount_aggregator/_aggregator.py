@@ -1,0 +1,278 @@
+"""The consume-fold-flush loop: each assigned partition folded into time buckets and flushed to
+PostgreSQL exactly once, with the partition's offset stored in the same transaction.
+
+One lock serialises folding, flushing and rebalancing, because aiokafka runs the rebalance
+listener in its own task: a revocation must not flush a partition while the loop is flushing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from distcount_aggregator._deadletter import DeadLetters
+from distcount_aggregator._errors import AssignmentFailed
+from distcount_aggregator._fold import PartitionState, next_tick_ms
+from distcount_codec import InvalidRecord, decode_record
+from distcount_config import Settings
+from distcount_store import Fenced, PartitionFlush, flush_partition, read_offsets
+
+log = logging.getLogger("distcount.aggregator")
+
+# PostgreSQL failures worth retrying: the server went away, or refused us for a while
+_RETRIABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    TimeoutError,
+)
+_MAX_BACKOFF_S = 10.0
+
+
+class Aggregator:
+    def __init__(
+        self,
+        settings: Settings,
+        consumer: AIOKafkaConsumer,
+        pool: asyncpg.Pool,
+        dead_letters: DeadLetters,
+    ) -> None:
+        self._settings = settings
+        self._consumer = consumer
+        self._pool = pool
+        self._dead_letters = dead_letters
+        self._topic = settings.topic
+        self._group = settings.group_id
+        self._bucket_ms = settings.bucket_ms
+        self._states: dict[int, PartitionState] = {}
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._fatal: BaseException | None = None
+        self._backoff_s = 0.0
+        self._retry_at = 0.0
+        self._paused = False
+        self._background: set[asyncio.Future[None]] = set()
+        self.listener = _Listener(self)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Consume until stop(); then flush what is folded. Raises AssignmentFailed if fatal."""
+        interval = self._settings.flush_interval_ms
+        next_tick = next_tick_ms(_now_ms(), interval)
+        try:
+            while not self._stopping.is_set():
+                self._raise_if_fatal()
+                wait_ms = max(0, min(next_tick - _now_ms(), 500))
+                batches = await self._consumer.getmany(
+                    timeout_ms=wait_ms, max_records=self._settings.max_live_entries // 4 or 1
+                )
+                async with self._lock:
+                    self._raise_if_fatal()
+                    for tp, records in batches.items():
+                        await self._fold(tp.partition, records)
+                    due = _now_ms() >= next_tick
+                    if due or self.live_entries >= self._settings.max_live_entries:
+                        if due:
+                            next_tick = next_tick_ms(_now_ms(), interval)
+                        await self._flush_when_allowed()
+        finally:
+            if self._fatal is None:
+                async with self._lock:
+                    await self._flush(self._states.values(), reason="shutdown")
+
+    def _raise_if_fatal(self) -> None:
+        if self._fatal is not None:
+            raise AssignmentFailed(str(self._fatal)) from self._fatal
+
+    @property
+    def live_entries(self) -> int:
+        return sum(len(state.deltas) for state in self._states.values())
+
+    async def _fold(self, partition: int, records: list[Any]) -> None:
+        state = self._states.get(partition)
+        if state is None or not records:
+            return  # revoked meanwhile
+        position = state.position
+        if position is not None and records[0].offset < position:
+            records = [r for r in records if r.offset >= position]  # already counted
+            if not records:
+                return
+        deltas = state.deltas
+        bucket_ms = self._bucket_ms
+        for record in records:
+            try:
+                key, value = decode_record(record.value)
+            except InvalidRecord as exc:
+                await self._dead_letter(state, record, str(exc))
+                continue
+            timestamp = record.timestamp
+            if timestamp is None or timestamp < 0:
+                await self._dead_letter(state, record, "record has no timestamp")
+                continue
+            bucket = (timestamp - timestamp % bucket_ms, key)
+            deltas[bucket] = deltas.get(bucket, 0) + value
+        state.position = state.folded_until = records[-1].offset + 1
+
+    async def _dead_letter(self, state: PartitionState, record: Any, reason: str) -> None:
+        state.dead_letters.append(await self._dead_letters.send(record, reason, self._topic))
+
+    # -- flushing -------------------------------------------------------------------------------
+
+    async def _flush_when_allowed(self) -> None:
+        if time.monotonic() < self._retry_at:
+            self._pause_if_full()
+            return
+        if await self._flush(self._states.values(), reason="tick"):
+            self._backoff_s = 0.0
+            self._retry_at = 0.0
+            if self._paused:
+                self._consumer.resume(*self._consumer.assignment())
+                self._paused = False
+                log.info("flush succeeded again: fetching resumed")
+        else:
+            self._backoff_s = min(_MAX_BACKOFF_S, max(0.25, self._backoff_s * 2))
+            self._retry_at = time.monotonic() + self._backoff_s
+            self._pause_if_full()
+
+    def _pause_if_full(self) -> None:
+        if not self._paused and self.live_entries >= self._settings.max_live_entries:
+            self._consumer.pause(*self._consumer.assignment())
+            self._paused = True
+            log.warning(
+                "%d live entries and PostgreSQL cannot take them: fetching paused",
+                self.live_entries,
+            )
+
+    async def _flush(self, states: Iterable[PartitionState], reason: str) -> bool:
+        """Flush every dirty partition, each in its own transaction. False if any failed."""
+        dirty = [state for state in states if state.dirty]
+        if not dirty:
+            return True
+        results = await asyncio.gather(*(self._flush_one(s) for s in dirty), return_exceptions=True)
+        committed: dict[TopicPartition, int] = {}
+        ok = True
+        for state, result in zip(dirty, results, strict=True):
+            if isinstance(result, BaseException):
+                ok = False
+                if not isinstance(result, (*_RETRIABLE, KafkaError, asyncpg.PostgresError)):
+                    raise result
+                log.warning(
+                    "flush of partition %d (%s) failed, kept for a retry: %s: %s",
+                    state.partition,
+                    reason,
+                    type(result).__name__,
+                    result,
+                )
+            elif isinstance(result, Fenced):
+                await self._fenced(state, result)
+            else:
+                committed[TopicPartition(self._topic, state.partition)] = state.folded_until or 0
+                state.committed()
+        if committed:
+            task = asyncio.ensure_future(self._commit_for_lag(committed))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return ok
+
+    async def _flush_one(self, state: PartitionState) -> Fenced | None:
+        await self._dead_letters.settle(state.dead_letters)
+        assert state.folded_until is not None
+        flush = PartitionFlush(
+            group_id=self._group,
+            topic=self._topic,
+            partition=state.partition,
+            expected_offset=state.stored_offset,
+            next_offset=state.folded_until,
+            deltas=state.deltas,
+        )
+        async with self._pool.acquire() as conn:
+            return await flush_partition(conn, flush)
+
+    async def _fenced(self, state: PartitionState, fenced: Fenced) -> None:
+        log.warning(
+            "partition %d was flushed by another process (stored offset %s, expected %s): "
+            "dropping %d entries and reading again from the stored offset",
+            state.partition,
+            fenced.stored_offset,
+            state.stored_offset,
+            len(state.deltas),
+        )
+        state.reset(fenced.stored_offset)
+        if state.partition in self._states:
+            await self._seek(TopicPartition(self._topic, state.partition), fenced.stored_offset)
+
+    async def _seek(self, tp: TopicPartition, offset: int | None) -> None:
+        if offset is None:
+            # not the Kafka-committed offset, which is only ever written for lag dashboards
+            await self._consumer.seek_to_beginning(tp)
+        else:
+            self._consumer.seek(tp, offset)
+
+    async def _commit_for_lag(self, offsets: dict[TopicPartition, int]) -> None:
+        # only for lag dashboards; PostgreSQL holds the offsets that count
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as exc:
+            log.debug("lag-only offset commit skipped: %s", exc)
+
+    # -- rebalancing ----------------------------------------------------------------------------
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self._lock:
+            states = [
+                self._states.pop(tp.partition) for tp in revoked if tp.partition in self._states
+            ]
+            if not await self._flush(states, reason="revocation"):
+                log.warning("revoked partitions could not be flushed; their new owner reads again")
+
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        async with self._lock:
+            try:
+                async with self._pool.acquire() as conn:
+                    stored = await read_offsets(
+                        conn, self._group, self._topic, [tp.partition for tp in assigned]
+                    )
+                for tp in assigned:
+                    offset = stored.get(tp.partition)
+                    await self._seek(tp, offset)
+                    self._states[tp.partition] = PartitionState(tp.partition, offset)
+            except Exception as exc:
+                log.exception("cannot read or seek to the stored offsets of %s", sorted(assigned))
+                self._fatal = exc
+                self._consumer.pause(*assigned)
+                self._states.clear()
+                self._stopping.set()
+                return
+            log.info(
+                "assigned partitions %s at stored offsets %s",
+                sorted(tp.partition for tp in assigned),
+                {p: stored.get(p) for p in sorted(tp.partition for tp in assigned)},
+            )
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc] # aiokafka has no type hints
+    def __init__(self, aggregator: Aggregator) -> None:
+        self._aggregator = aggregator
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._aggregator.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._aggregator.on_assigned(assigned)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

@@ -1,0 +1,56 @@
+"""Records that break the contract go to the dead-letter topic, with the reason in a header.
+
+A send is started while folding and settled before the flush that moves the partition's offset
+past the record commits: a record is never skipped without being in the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+REASON_HEADER = "distcount.reason"
+SOURCE_HEADER = "distcount.source"
+
+
+@dataclass
+class PendingDeadLetter:
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    sent: asyncio.Future[Any] | None
+
+
+class DeadLetters:
+    def __init__(self, producer: Any, topic: str) -> None:
+        self._producer = producer
+        self.topic = topic
+
+    async def send(self, record: Any, reason: str, source_topic: str) -> PendingDeadLetter:
+        headers = [
+            (REASON_HEADER, reason.encode()),
+            (SOURCE_HEADER, f"{source_topic}/{record.partition}/{record.offset}".encode()),
+            *((k, v) for k, v in (record.headers or ()) if k not in (REASON_HEADER, SOURCE_HEADER)),
+        ]
+        pending = PendingDeadLetter(record.key, record.value, headers, None)
+        try:
+            pending.sent = await self._producer.send(
+                self.topic, value=record.value, key=record.key, headers=headers
+            )
+        except Exception:
+            pending.sent = None
+        return pending
+
+    async def settle(self, pending: list[PendingDeadLetter]) -> None:
+        """Wait until the broker acknowledged every one; re-send the failed ones once."""
+        for letter in pending:
+            if letter.sent is not None:
+                try:
+                    await letter.sent
+                    continue
+                except Exception:
+                    pass
+            await self._producer.send_and_wait(
+                self.topic, value=letter.value, key=letter.key, headers=letter.headers
+            )
