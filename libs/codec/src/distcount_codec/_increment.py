@@ -81,7 +81,7 @@ def _value_errors(value: object) -> list[str]:
 def validate_increment(data: object, prefix: str = "") -> Increment:
     """An Increment from a parsed JSON object, or InvalidIncrement naming each bad field."""
     if not isinstance(data, dict):
-        raise InvalidIncrement({prefix or "body": ["must be a JSON object"]})
+        raise InvalidIncrement({prefix.rstrip(".") or "body": ["must be a JSON object"]})
     key, value = data.get("key"), data.get("value")
     errors = {}
     if key_errors := _key_errors(key):
@@ -108,9 +108,7 @@ def validate_batch(data: object, max_items: int) -> list[Increment]:
         try:
             increments.append(validate_increment(item, prefix=f"increments[{index}]."))
         except InvalidIncrement as exc:
-            errors.update(
-                {k.replace("body", f"increments[{index}]"): v for k, v in exc.errors.items()}
-            )
+            errors.update(exc.errors)
     if errors:
         raise InvalidIncrement(errors)
     return increments

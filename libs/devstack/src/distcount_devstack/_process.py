@@ -107,11 +107,13 @@ def wait_for_processes_in(folder: Path, timeout_s: float) -> None:
         time.sleep(0.2)
 
 
-def stop(record: ProcessRecord, timeout_s: float) -> bool:
-    """SIGTERM, then SIGKILL after `timeout_s`. True when it had to be killed."""
+def stop(
+    record: ProcessRecord, timeout_s: float, first_signal: signal.Signals = signal.SIGTERM
+) -> bool:
+    """`first_signal`, then SIGKILL after `timeout_s`. True when it had to be killed."""
     if not is_alive(record):
         return False
-    os.kill(record.pid, signal.SIGTERM)
+    os.kill(record.pid, first_signal)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not is_alive(record):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -237,7 +238,9 @@ class Stack:
                 if record is None or not is_alive(record):
                     continue
                 self.say(f"{name}: stopping pid {record.pid}")
-                if stop(record, self.dev.stop_timeout_s):
+                # PostgreSQL's SIGTERM waits for every client to leave; SIGINT is its fast shutdown
+                first = signal.SIGINT if name == POSTGRES else signal.SIGTERM
+                if stop(record, self.dev.stop_timeout_s, first):
                     self.say(f"{name}: did not stop within {self.dev.stop_timeout_s:.0f} s; killed")
                 state.save()
             if purge:
