@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import orjson
 import pytest
 
-from distcount_aggregator import PartitionState, bucket_start_ms, next_tick_ms
+from distcount_aggregator import PartitionState, bucket_start_ms, fold, next_tick_ms
 
 
 @pytest.mark.parametrize(
@@ -29,7 +32,7 @@ def test_ticks_fall_on_interval_boundaries() -> None:
 def test_partition_state_lifecycle() -> None:
     state = PartitionState(2, stored_offset=None)
     assert not state.dirty
-    state.deltas[(0, "a")] = 3
+    state.deltas[0] = {"a": 3}
     state.folded_until = state.position = 10
     assert state.dirty
 
@@ -41,7 +44,7 @@ def test_partition_state_lifecycle() -> None:
         10,
     )
 
-    state.deltas[(0, "b")] = 1
+    state.deltas[0] = {"b": 1}
     state.folded_until = state.position = 12
     state.reset(stored_offset=11)  # another process flushed up to 11
     assert (state.stored_offset, state.position, state.folded_until, state.deltas) == (
@@ -50,3 +53,76 @@ def test_partition_state_lifecycle() -> None:
         None,
         {},
     )
+
+
+@dataclass(frozen=True)
+class FakeRecord:
+    """The fields of a consumer record that folding reads."""
+
+    offset: int
+    timestamp: int
+    value: bytes | None
+
+
+def _record(offset: int, timestamp: int, key: str, value: int) -> FakeRecord:
+    return FakeRecord(offset, timestamp, orjson.dumps({"key": key, "value": value}))
+
+
+def test_fold_sums_per_bucket_and_key() -> None:
+    state = PartitionState(0, stored_offset=None)
+    known: set[str] = set()
+    records = [
+        _record(0, 1_000, "a", 1),
+        _record(1, 1_999, "a", 2),
+        _record(2, 2_000, "a", 5),
+        _record(3, 1_500, "b", -1),  # late timestamp: back to its own bucket
+        _record(4, 2_500, "a", 1),
+    ]
+    assert fold(state, records, 1000, known) == []
+    assert state.deltas == {1000: {"a": 3, "b": -1}, 2000: {"a": 6}}
+    assert (state.position, state.folded_until) == (5, 5)
+    assert known == {"a", "b"}
+
+
+def test_fold_rejects_what_breaks_the_contract_and_moves_past_it() -> None:
+    state = PartitionState(0, stored_offset=None)
+    known: set[str] = {"a"}
+    records = [
+        FakeRecord(0, 1000, b"{oops"),
+        FakeRecord(1, 1000, None),
+        FakeRecord(2, 1000, orjson.dumps({"key": "a", "value": 0})),
+        FakeRecord(3, -1, orjson.dumps({"key": "a", "value": 1})),
+        FakeRecord(4, 1000, orjson.dumps({"key": ["a"], "value": 1})),
+        _record(5, 1000, "a", 4),
+    ]
+    rejected = fold(state, records, 1000, known)
+    assert [(r.offset, reason.split(":")[0]) for r, reason in rejected] == [
+        (0, "value is not UTF-8 JSON"),
+        (1, "empty record value"),
+        (2, "breaks the record contract"),
+        (3, "record has no timestamp"),
+        (4, "breaks the record contract"),
+    ]
+    assert state.deltas == {1000: {"a": 4}}
+    assert state.folded_until == 6
+    assert known == {"a"}
+
+
+def test_fold_skips_records_before_the_position() -> None:
+    state = PartitionState(0, stored_offset=10)
+    records = [_record(offset, 1000, "a", 1) for offset in range(8, 13)]
+    assert fold(state, records, 1000, set()) == []
+    assert state.deltas == {1000: {"a": 3}}
+    assert state.position == 13
+    assert fold(state, records[:2], 1000, set()) == []  # all old: nothing changes
+    assert state.deltas == {1000: {"a": 3}}
+
+
+def test_an_unknown_key_is_validated_before_it_counts() -> None:
+    state = PartitionState(0, stored_offset=None)
+    known: set[str] = set()
+    rejected = fold(state, [_record(0, 0, "x" * 300, 1)], 1000, known)
+    assert len(rejected) == 1
+    assert "at most 256 bytes" in rejected[0][1]
+    assert known == set()
+    assert state.deltas == {}

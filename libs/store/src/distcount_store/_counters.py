@@ -51,14 +51,14 @@ WHERE group_id = $1 AND topic = $2 AND partition = ANY($3::int[])
 
 @dataclass(frozen=True)
 class PartitionFlush:
-    """What one partition's flush writes: deltas per (bucket start in ms, key), up to an offset."""
+    """What one partition's flush writes: deltas per bucket start (ms) and key, up to an offset."""
 
     group_id: str
     topic: str
     partition: int
     expected_offset: int | None  # what this process read (or last wrote); None: no row yet
     next_offset: int
-    deltas: Mapping[tuple[int, str], int]
+    deltas: Mapping[int, Mapping[str, int]]
 
 
 @dataclass(frozen=True)
@@ -88,18 +88,19 @@ async def flush_partition(conn: Conn, flush: PartitionFlush) -> Fenced | None:
     return None
 
 
-async def _write_deltas(conn: Conn, deltas: Mapping[tuple[int, str], int]) -> None:
+async def _write_deltas(conn: Conn, deltas: Mapping[int, Mapping[str, int]]) -> None:
     keys: list[str] = []
     starts: list[int] = []
     values: list[int] = []
     totals: dict[str, int] = {}
-    for (bucket_start_ms, key), delta in deltas.items():
-        if delta == 0:
-            continue  # increments that cancelled out within the bucket
-        keys.append(key)
-        starts.append(bucket_start_ms)
-        values.append(delta)
-        totals[key] = totals.get(key, 0) + delta
+    for bucket_start_ms, bucket in deltas.items():
+        for key, delta in bucket.items():
+            if delta == 0:
+                continue  # increments that cancelled out within the bucket
+            keys.append(key)
+            starts.append(bucket_start_ms)
+            values.append(delta)
+            totals[key] = totals.get(key, 0) + delta
     if not keys:
         return
     await conn.execute(_INSERT_EVENTS, keys, starts, values)

@@ -3,7 +3,7 @@
 from distcount_aggregator._aggregator import Aggregator
 from distcount_aggregator._deadletter import REASON_HEADER, SOURCE_HEADER, DeadLetters
 from distcount_aggregator._errors import AggregatorError, AssignmentFailed
-from distcount_aggregator._fold import PartitionState, bucket_start_ms, next_tick_ms
+from distcount_aggregator._fold import PartitionState, bucket_start_ms, fold, next_tick_ms
 from distcount_aggregator._main import build_consumer, run, serve
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "PartitionState",
     "bucket_start_ms",
     "build_consumer",
+    "fold",
     "next_tick_ms",
     "run",
     "serve",

@@ -19,8 +19,7 @@ from aiokafka.errors import KafkaError
 
 from distcount_aggregator._deadletter import DeadLetters
 from distcount_aggregator._errors import AssignmentFailed
-from distcount_aggregator._fold import PartitionState, next_tick_ms
-from distcount_codec import InvalidRecord, decode_record
+from distcount_aggregator._fold import PartitionState, fold, next_tick_ms
 from distcount_config import Settings
 from distcount_store import Fenced, PartitionFlush, flush_partition, read_offsets
 
@@ -36,6 +35,8 @@ _RETRIABLE = (
     TimeoutError,
 )
 _MAX_BACKOFF_S = 10.0
+# records folded between two looks at the event loop: heartbeats and flushes must not starve
+_MAX_RECORDS = 5000
 
 
 class Aggregator:
@@ -54,6 +55,7 @@ class Aggregator:
         self._group = settings.group_id
         self._bucket_ms = settings.bucket_ms
         self._states: dict[int, PartitionState] = {}
+        self._known_keys: set[str] = set()
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._fatal: BaseException | None = None
@@ -76,9 +78,7 @@ class Aggregator:
             while not self._stopping.is_set():
                 self._raise_if_fatal()
                 wait_ms = max(0, min(next_tick - _now_ms(), 500))
-                batches = await self._consumer.getmany(
-                    timeout_ms=wait_ms, max_records=self._settings.max_live_entries // 4 or 1
-                )
+                batches = await self._consumer.getmany(timeout_ms=wait_ms, max_records=_MAX_RECORDS)
                 async with self._lock:
                     self._raise_if_fatal()
                     for tp, records in batches.items():
@@ -99,32 +99,14 @@ class Aggregator:
 
     @property
     def live_entries(self) -> int:
-        return sum(len(state.deltas) for state in self._states.values())
+        return sum(state.entries for state in self._states.values())
 
     async def _fold(self, partition: int, records: list[Any]) -> None:
         state = self._states.get(partition)
-        if state is None or not records:
+        if state is None:
             return  # revoked meanwhile
-        position = state.position
-        if position is not None and records[0].offset < position:
-            records = [r for r in records if r.offset >= position]  # already counted
-            if not records:
-                return
-        deltas = state.deltas
-        bucket_ms = self._bucket_ms
-        for record in records:
-            try:
-                key, value = decode_record(record.value)
-            except InvalidRecord as exc:
-                await self._dead_letter(state, record, str(exc))
-                continue
-            timestamp = record.timestamp
-            if timestamp is None or timestamp < 0:
-                await self._dead_letter(state, record, "record has no timestamp")
-                continue
-            bucket = (timestamp - timestamp % bucket_ms, key)
-            deltas[bucket] = deltas.get(bucket, 0) + value
-        state.position = state.folded_until = records[-1].offset + 1
+        for record, reason in fold(state, records, self._bucket_ms, self._known_keys):
+            await self._dead_letter(state, record, reason)
 
     async def _dead_letter(self, state: PartitionState, record: Any, reason: str) -> None:
         state.dead_letters.append(await self._dead_letters.send(record, reason, self._topic))
@@ -208,7 +190,7 @@ class Aggregator:
             state.partition,
             fenced.stored_offset,
             state.stored_offset,
-            len(state.deltas),
+            state.entries,
         )
         state.reset(fenced.stored_offset)
         if state.partition in self._states:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+
+from distcount_codec import INT64_MAX, INT64_MIN, InvalidRecord, decode_record
 
 if TYPE_CHECKING:
     from distcount_aggregator._deadletter import PendingDeadLetter
+
+# keys already validated once; past this many the set starts afresh, so memory stays bounded
+MAX_KNOWN_KEYS: Final = 200_000
 
 
 def bucket_start_ms(timestamp_ms: int, bucket_ms: int) -> int:
@@ -34,8 +42,13 @@ class PartitionState:
         self.position = stored_offset
         # offset after the last record folded or dead-lettered; None: nothing to flush
         self.folded_until: int | None = None
-        self.deltas: dict[tuple[int, str], int] = {}
+        # bucket start (ms) -> key -> delta
+        self.deltas: dict[int, dict[str, int]] = {}
         self.dead_letters: list[PendingDeadLetter] = []
+
+    @property
+    def entries(self) -> int:
+        return sum(len(keys) for keys in self.deltas.values())
 
     @property
     def dirty(self) -> bool:
@@ -56,3 +69,59 @@ class PartitionState:
         self.folded_until = None
         self.deltas = {}
         self.dead_letters = []
+
+
+def fold(
+    state: PartitionState, records: Sequence[Any], bucket_ms: int, known_keys: set[str]
+) -> list[tuple[Any, str]]:
+    """Add `records` (consumer records of the state's partition, in offset order) to the state's
+    buckets; returns the records that break the contract, each with the reason.
+
+    Records before the state's position were counted already (a rebalance or a fetch from before
+    a seek) and are skipped. This runs once per record: the common case is checked inline, and a
+    key is validated in full only the first time it is seen.
+    """
+    position = state.position
+    if position is not None and records and records[0].offset < position:
+        records = [r for r in records if r.offset >= position]
+    if not records:
+        return []
+    rejected: list[tuple[Any, str]] = []
+    loads = orjson.loads
+    buckets = state.deltas
+    low = high = 0
+    current: dict[str, int] = {}
+    for record in records:
+        try:
+            data = loads(record.value)
+            key = data["key"]
+            value = data["value"]
+        except Exception:
+            key = value = None
+        if not (
+            type(key) is str
+            and type(value) is int
+            and key in known_keys
+            and value != 0
+            and INT64_MIN <= value <= INT64_MAX
+            and type(data) is dict
+        ):
+            try:
+                key, value = decode_record(record.value)
+            except InvalidRecord as exc:
+                rejected.append((record, str(exc)))
+                continue
+            if len(known_keys) >= MAX_KNOWN_KEYS:
+                known_keys.clear()
+            known_keys.add(key)
+        timestamp = record.timestamp
+        if not low <= timestamp < high:
+            if timestamp is None or timestamp < 0:
+                rejected.append((record, "record has no timestamp"))
+                continue
+            low = timestamp - timestamp % bucket_ms
+            high = low + bucket_ms
+            current = buckets.get(low) or buckets.setdefault(low, {})
+        current[key] = current.get(key, 0) + value
+    state.position = state.folded_until = records[-1].offset + 1
+    return rejected

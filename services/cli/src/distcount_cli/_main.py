@@ -8,8 +8,6 @@ import logging
 import sys
 from collections.abc import Sequence
 
-import distcount_aggregator
-import distcount_ingress
 from distcount_cli import _client
 from distcount_config import ConfigError, Settings, load
 from distcount_devstack import DevStackError, Stack
@@ -56,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         settings = load()
         sys.exit(_run(args, settings))
-    except (ConfigError, DevStackError, StoreError, distcount_aggregator.AggregatorError) as exc:
+    except (ConfigError, DevStackError, StoreError) as exc:
         print(f"distcount: error: {exc}", file=sys.stderr)
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
@@ -72,14 +70,29 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _dev(args, Stack(settings, say=_say))
     if args.command in ("ingress", "aggregator"):
         _configure_service_logging(settings)
-        service = distcount_ingress if args.command == "ingress" else distcount_aggregator
-        service.run(settings)
-        return 0
+        return _serve(args.command, settings)
     if args.command == "get":
         return asyncio.run(_client.get(settings, args.key))
     if args.command == "incr":
         return asyncio.run(_client.incr(settings, args.key, args.value))
     return asyncio.run(_migrate(settings))
+
+
+def _serve(service: str, settings: Settings) -> int:
+    # each process imports only the service it runs (the aggregator needs no HTTP stack)
+    if service == "ingress":
+        import distcount_ingress  # noqa: PLC0415
+
+        distcount_ingress.run(settings)
+        return 0
+    import distcount_aggregator  # noqa: PLC0415
+
+    try:
+        distcount_aggregator.run(settings)
+    except distcount_aggregator.AggregatorError as exc:
+        print(f"distcount: aggregator stopped: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
 
 
 def _dev(args: argparse.Namespace, stack: Stack) -> int:
