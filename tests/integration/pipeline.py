@@ -155,9 +155,7 @@ class Pipeline:
         try:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
-                positions = {
-                    p: await consumer.position(TopicPartition(topic, p)) for p in ends
-                }
+                positions = {p: await consumer.position(TopicPartition(topic, p)) for p in ends}
                 if all(positions[p] >= ends[p] for p in ends):
                     break
                 for batch in (await consumer.getmany(timeout_ms=500)).values():
@@ -177,9 +175,7 @@ class Pipeline:
         await wait_for(caught_up, timeout_s, "the aggregator to flush up to the end offsets")
 
 
-async def wait_for(
-    predicate: Callable[[], Awaitable[bool]], timeout_s: float, what: str
-) -> None:
+async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not await predicate():
         if time.monotonic() > deadline:

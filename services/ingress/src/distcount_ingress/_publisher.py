@@ -1,0 +1,236 @@
+"""Increments to Kafka, answered only once the broker has acknowledged them.
+
+A single record goes through an idempotent producer (acks=all). A batch goes through a
+transactional producer, in one transaction, so read_committed consumers (the aggregators) see all
+of its records or none. Both wait at most `produce_timeout_ms`; past it, and when
+`max_inflight_sends` requests already await acknowledgements, the answer is `Unavailable` (503).
+Such an answer means "not acknowledged": in rare cases (the broker wrote the record, or committed
+the transaction, but the answer came late or was lost) the increment is still counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerClosed
+
+from distcount_config import Settings
+from distcount_ingress._batcher import Batcher, describe
+from distcount_ingress._errors import KafkaUnavailable, Overloaded
+from distcount_ingress._producers import (
+    Producer,
+    ProducerSlot,
+    default_transactional_id,
+    single_producer_factory,
+    transactional_producer_factory,
+)
+
+log = logging.getLogger("distcount.ingress")
+
+Record = tuple[bytes, bytes]  # (message key, message value)
+
+# An abort that does not end by then leaves the transaction to the producer that replaces this
+# one: starting it (same transactional id) fences this one and aborts what it left open.
+_ABORT_TIMEOUT_S = 5.0
+
+
+class KafkaPublisher:
+    """Sends records to `settings.topic`; every method raises `Unavailable` rather than wait."""
+
+    def __init__(self, settings: Settings, transactional_id: str | None = None) -> None:
+        self._topic = settings.topic
+        self._timeout_s = settings.produce_timeout_ms / 1000
+        self._timeout_ms = settings.produce_timeout_ms
+        self._max_inflight = settings.max_inflight_sends
+        self._inflight = 0
+        self._single = ProducerSlot(
+            "Kafka producer", single_producer_factory(settings), self._timeout_s
+        )
+        self._transactional = ProducerSlot(
+            "transactional Kafka producer",
+            transactional_producer_factory(
+                settings, transactional_id or default_transactional_id()
+            ),
+            self._timeout_s,
+        )
+        self._batcher = Batcher(
+            settings.topic,
+            timeout_s=self._timeout_s,
+            on_error=lambda producer, exc: self._replace_if_broken(self._single, producer, exc),
+        )
+        # one producer runs one transaction at a time
+        self._transaction_lock = asyncio.Lock()
+        self._transactions: set[asyncio.Task[None]] = set()
+
+    @property
+    def inflight_sends(self) -> int:
+        """Requests whose records await the broker's acknowledgement (a batch counts once)."""
+        return self._inflight
+
+    def start(self) -> None:
+        """Start both producers in the background; until one is started its path answers 503."""
+        self._single.start()
+        self._transactional.start()
+
+    async def wait_started(self, timeout_s: float) -> bool:
+        """Whether both producers are started within `timeout_s`."""
+        single, transactional = await asyncio.gather(
+            self._single.wait_started(timeout_s), self._transactional.wait_started(timeout_s)
+        )
+        return single and transactional
+
+    async def publish(self, key: bytes, value: bytes) -> None:
+        """Return once the broker has acknowledged the record; else raise `Unavailable`."""
+        producer = self._single.producer
+        if producer is None:
+            raise KafkaUnavailable(f"not connected to Kafka ({self._single.last_error})")
+        if self._inflight >= self._max_inflight:
+            raise Overloaded(f"{self._inflight} requests already await Kafka's acknowledgement")
+        self._inflight += 1
+        try:
+            if not self._batcher.knows_partitions:
+                await self._learn_partitions(producer)
+            # shielded: a cancelled request must not cancel the outcome its batch shares
+            error = await asyncio.shield(self._batcher.add(producer, key, value))
+        finally:
+            self._inflight -= 1
+        if error is not None:
+            raise KafkaUnavailable(error)
+
+    async def _learn_partitions(self, producer: Producer) -> None:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._batcher.learn_partitions(producer)
+        except TimeoutError:
+            raise KafkaUnavailable(
+                f"no metadata for the topic {self._topic!r} within {self._timeout_ms} ms"
+            ) from None
+        except KafkaError as exc:
+            raise KafkaUnavailable(
+                f"no metadata for the topic {self._topic!r}: {describe(exc)}"
+            ) from None
+
+    async def publish_batch(self, records: Sequence[Record]) -> None:
+        """Return once one transaction holding all `records` is committed; else `Unavailable`."""
+        if not records:
+            return
+        producer = self._transactional.producer
+        if producer is None:
+            raise KafkaUnavailable(
+                f"Kafka transactions are not available ({self._transactional.last_error})"
+            )
+        if self._inflight >= self._max_inflight:
+            raise Overloaded(f"{self._inflight} requests already await Kafka's acknowledgement")
+        self._inflight += 1
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self._timeout_s
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._transaction_lock.acquire()
+            except TimeoutError:
+                raise KafkaUnavailable(
+                    f"earlier batches kept Kafka busy for {self._timeout_ms} ms"
+                ) from None
+            # A transaction, once begun, runs to its commit or its abort in a task of its own,
+            # whatever happens to this request, and only then lets the next batch in.
+            task = asyncio.create_task(self._transact(producer, records, deadline))
+            self._transactions.add(task)
+            task.add_done_callback(self._transaction_ended)
+            done, _ = await asyncio.wait([task], timeout=max(0.0, deadline - loop.time()))
+            if not done:
+                raise KafkaUnavailable(
+                    f"Kafka did not confirm the batch's commit within {self._timeout_ms} ms"
+                )
+            if task.cancelled():
+                raise KafkaUnavailable("the ingress is shutting down")
+            error = task.exception()
+            if isinstance(error, TimeoutError):
+                raise KafkaUnavailable(
+                    f"Kafka did not acknowledge the batch within {self._timeout_ms} ms"
+                )
+            if error is not None:
+                raise KafkaUnavailable(f"Kafka did not take the batch: {describe(error)}")
+        finally:
+            self._inflight -= 1
+
+    async def _transact(
+        self, producer: Producer, records: Sequence[Record], deadline: float
+    ) -> None:
+        acknowledgements: list[asyncio.Future[object]] = []
+        try:
+            await producer.begin_transaction()
+            async with asyncio.timeout_at(deadline):
+                for key, value in records:
+                    acknowledgements.append(await producer.send(self._topic, value, key=key))
+                await asyncio.gather(*acknowledgements)
+            # past this point the transaction is the broker's to finish; a commit that ends
+            # after the request's deadline was answered 503 and is counted all the same
+            await producer.commit_transaction()
+        except BaseException:
+            _discard(acknowledgements)
+            await self._abort(producer)
+            raise
+        finally:
+            self._transaction_lock.release()
+
+    def _transaction_ended(self, task: asyncio.Task[None]) -> None:
+        self._transactions.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved here too: a request that gave up no longer looks
+
+    async def _abort(self, producer: Producer) -> None:
+        try:
+            async with asyncio.timeout(_ABORT_TIMEOUT_S):
+                await producer.abort_transaction()
+        # aiokafka signals a transaction in a state that cannot abort with AssertionError
+        except (KafkaError, AssertionError, TimeoutError) as exc:
+            self._transactional.replace(producer, f"the transaction did not abort: {describe(exc)}")
+
+    def _replace_if_broken(self, slot: ProducerSlot, producer: Producer, exc: KafkaError) -> None:
+        # An idempotent producer retries retriable errors itself; one that reaches the caller
+        # otherwise (out-of-order sequence, fenced) leaves its sequence state unusable.
+        if exc.retriable or isinstance(exc, KafkaTimeoutError | ProducerClosed):
+            return
+        slot.replace(producer, describe(exc))
+
+    async def check(self, timeout_s: float) -> None:
+        """Raise `KafkaUnavailable` unless a broker answers for metadata and knows the topic."""
+        producer = self._single.producer
+        if producer is None:
+            raise KafkaUnavailable(f"not connected to Kafka ({self._single.last_error})")
+        try:
+            async with asyncio.timeout(timeout_s):
+                cluster = await producer.client.fetch_all_metadata()
+        except TimeoutError:
+            raise KafkaUnavailable(f"no metadata from Kafka within {timeout_s} s") from None
+        except KafkaError as exc:
+            raise KafkaUnavailable(f"no metadata from Kafka: {describe(exc)}") from None
+        if self._topic not in cluster.topics():
+            raise KafkaUnavailable(f"the topic {self._topic!r} does not exist")
+
+    async def close(self) -> None:
+        """Let running transactions end (at most the deadline), then flush and stop; idempotent."""
+        if self._transactions:
+            _, running = await asyncio.wait(self._transactions, timeout=self._timeout_s)
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+        self._batcher.send_all()
+        await self._batcher.wait_delivered(self._timeout_s)
+        await self._single.close()
+        await self._transactional.close()
+        await self._batcher.cancel_deliveries()
+
+
+def _discard(acknowledgements: list[asyncio.Future[object]]) -> None:
+    # the transaction is aborted: nobody awaits these, and their errors must not be reported
+    # as never retrieved
+    for acknowledgement in acknowledgements:
+        if acknowledgement.done():
+            if not acknowledgement.cancelled():
+                acknowledgement.exception()
+        else:
+            acknowledgement.cancel()
