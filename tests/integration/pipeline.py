@@ -60,6 +60,18 @@ class Pipeline:
         self.processes.append(proc)
         return proc
 
+    async def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`distcount <args>` with this pipeline's settings, run to its end."""
+        return await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "distcount_cli", *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
     def log(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text(errors="replace")
 
@@ -172,7 +184,11 @@ class Pipeline:
             ends = await self.end_offsets()
             return all(stored.get(p, 0) >= end for p, end in ends.items() if end > 0)
 
-        await wait_for(caught_up, timeout_s, "the aggregator to flush up to the end offsets")
+        try:
+            await wait_for(caught_up, timeout_s, "the aggregator to flush up to the end offsets")
+        except AssertionError as exc:
+            stored, ends = await self.stored_offsets(), await self.end_offsets()
+            raise AssertionError(f"{exc}: stored offsets {stored}, end offsets {ends}") from None
 
 
 async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:

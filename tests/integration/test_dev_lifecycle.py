@@ -24,7 +24,7 @@ def _pids(status_output: str) -> dict[str, tuple[str, str]]:
     rows = {}
     for line in status_output.splitlines()[1:]:
         fields = line.split()
-        if fields and fields[0] in ("kafka", "postgres"):
+        if fields and fields[0] in ("kafka", "postgres", "ingress", "aggregator"):
             rows[fields[0]] = (fields[1], fields[2])
     return rows
 
@@ -64,6 +64,8 @@ def test_up_status_restart_down_purge(run_cli: CliRunner, dev_env: dict[str, str
         assert {name: s for name, (_, s) in first.items()} == {
             "kafka": "healthy",
             "postgres": "healthy",
+            "ingress": "healthy",
+            "aggregator": "healthy",
         }
 
         env_lines = run_cli("dev", "status", "--env", env=dev_env).stdout.splitlines()
@@ -146,17 +148,25 @@ def test_up_uses_services_that_already_run(
         "DISTCOUNT_PARTITIONS": "2",
     }
 
-    up = run_cli("dev", "up", env=env)
+    try:
+        up = run_cli("dev", "up", env=env)
 
-    assert up.returncode == 0, up.stdout + up.stderr
-    assert "started" not in up.stdout
-    status = run_cli("dev", "status", env=env)
-    assert status.returncode == 0
-    rows = [line.split() for line in status.stdout.splitlines()[1:3]]
-    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
-        ("kafka", "-", "healthy", "external"),
-        ("postgres", "-", "healthy", "external"),
-    ]
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "kafka: started" not in up.stdout
+        assert "postgres: started" not in up.stdout
+        status = run_cli("dev", "status", env=env)
+        assert status.returncode == 0, status.stdout
+        rows = [line.split() for line in status.stdout.splitlines()[1:5]]
+        assert [(r[0], r[1], r[2], r[3]) for r in rows[:2]] == [
+            ("kafka", "-", "healthy", "external"),
+            ("postgres", "-", "healthy", "external"),
+        ]
+        assert [(r[0], r[2], r[3]) for r in rows[2:]] == [
+            ("ingress", "healthy", "local"),
+            ("aggregator", "healthy", "local"),
+        ]
+    finally:
+        run_cli("dev", "down", env=env)
     topics = asyncio.run(_topics(services.kafka_bootstrap))
     assert topics[topic] == 2
     assert topics[f"{topic}.dlq"] == 2

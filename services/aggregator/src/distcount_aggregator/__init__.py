@@ -1,12 +1,13 @@
 """distcount's aggregator: Kafka partitions folded into time buckets, flushed exactly once."""
 
-from distcount_aggregator._aggregator import Aggregator
+from distcount_aggregator._aggregator import MAX_RECORDS_PER_FETCH, Aggregator
 from distcount_aggregator._deadletter import REASON_HEADER, SOURCE_HEADER, DeadLetters
 from distcount_aggregator._errors import AggregatorError, AssignmentFailed
 from distcount_aggregator._fold import PartitionState, bucket_start_ms, fold, next_tick_ms
-from distcount_aggregator._main import build_consumer, run, serve
+from distcount_aggregator._main import build_consumer, consumer_options, run, serve
 
 __all__ = [
+    "MAX_RECORDS_PER_FETCH",
     "REASON_HEADER",
     "SOURCE_HEADER",
     "Aggregator",
@@ -16,6 +17,7 @@ __all__ = [
     "PartitionState",
     "bucket_start_ms",
     "build_consumer",
+    "consumer_options",
     "fold",
     "next_tick_ms",
     "run",

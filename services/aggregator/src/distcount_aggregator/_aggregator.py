@@ -36,7 +36,7 @@ _RETRIABLE = (
 )
 _MAX_BACKOFF_S = 10.0
 # records folded between two looks at the event loop: heartbeats and flushes must not starve
-_MAX_RECORDS = 5000
+MAX_RECORDS_PER_FETCH = 5000
 
 
 class Aggregator:
@@ -78,11 +78,14 @@ class Aggregator:
             while not self._stopping.is_set():
                 self._raise_if_fatal()
                 wait_ms = max(0, min(next_tick - _now_ms(), 500))
-                batches = await self._consumer.getmany(timeout_ms=wait_ms, max_records=_MAX_RECORDS)
+                batches = await self._consumer.getmany(
+                    timeout_ms=wait_ms, max_records=MAX_RECORDS_PER_FETCH
+                )
                 async with self._lock:
                     self._raise_if_fatal()
                     for tp, records in batches.items():
-                        await self._fold(tp.partition, records)
+                        await self._fold(tp, records)
+                    await self._follow_positions()
                     due = _now_ms() >= next_tick
                     if due or self.live_entries >= self._settings.max_live_entries:
                         if due:
@@ -101,12 +104,22 @@ class Aggregator:
     def live_entries(self) -> int:
         return sum(state.entries for state in self._states.values())
 
-    async def _fold(self, partition: int, records: list[Any]) -> None:
-        state = self._states.get(partition)
+    async def _fold(self, tp: TopicPartition, records: list[Any]) -> None:
+        state = self._states.get(tp.partition)
         if state is None:
             return  # revoked meanwhile
         for record, reason in fold(state, records, self._bucket_ms, self._known_keys):
             await self._dead_letter(state, record, reason)
+
+    async def _follow_positions(self) -> None:
+        """Move past what the consumer skipped without returning records: the markers that end
+        transactions, aborted records. The consumer's position never passes a record it has not
+        returned, so storing it loses nothing, and an idle partition shows no lag."""
+        for partition, state in self._states.items():
+            position = await self._consumer.position(TopicPartition(self._topic, partition))
+            moved = state.position is None or position > state.position
+            if moved and position > (state.stored_offset or 0):
+                state.position = state.folded_until = position
 
     async def _dead_letter(self, state: PartitionState, record: Any, reason: str) -> None:
         state.dead_letters.append(await self._dead_letters.send(record, reason, self._topic))
@@ -227,9 +240,14 @@ class Aggregator:
                     stored = await read_offsets(
                         conn, self._group, self._topic, [tp.partition for tp in assigned]
                     )
+                fresh = [tp for tp in assigned if tp.partition not in stored]
+                if fresh:
+                    # one request for all: a seek per partition costs a round trip each
+                    await self._consumer.seek_to_beginning(*fresh)
                 for tp in assigned:
                     offset = stored.get(tp.partition)
-                    await self._seek(tp, offset)
+                    if offset is not None:
+                        self._consumer.seek(tp, offset)
                     self._states[tp.partition] = PartitionState(tp.partition, offset)
             except Exception as exc:
                 log.exception("cannot read or seek to the stored offsets of %s", sorted(assigned))

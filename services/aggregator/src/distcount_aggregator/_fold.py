@@ -115,7 +115,7 @@ def fold(
                 known_keys.clear()
             known_keys.add(key)
         timestamp = record.timestamp
-        if not low <= timestamp < high:
+        if timestamp is None or not low <= timestamp < high:
             if timestamp is None or timestamp < 0:
                 rejected.append((record, "record has no timestamp"))
                 continue

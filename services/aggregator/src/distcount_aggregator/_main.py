@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import socket
+from typing import Any
 
 import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -18,19 +19,24 @@ from distcount_store import create_pool
 log = logging.getLogger("distcount.aggregator")
 
 
-def build_consumer(settings: Settings) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=settings.group_id,
-        client_id=f"distcount-aggregator-{socket.gethostname()}",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
+def consumer_options(settings: Settings) -> dict[str, Any]:
+    """The aggregator's AIOKafkaConsumer settings (the benchmark's bare loop uses them too)."""
+    return {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "group_id": settings.group_id,
+        "client_id": f"distcount-aggregator-{socket.gethostname()}",
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
         # records of aborted batch transactions (POST /increments) are never counted
-        isolation_level="read_committed",
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-        fetch_max_bytes=64 * 1024 * 1024,
-        fetch_max_wait_ms=200,
-    )
+        "isolation_level": "read_committed",
+        "max_partition_fetch_bytes": 4 * 1024 * 1024,
+        "fetch_max_bytes": 64 * 1024 * 1024,
+        "fetch_max_wait_ms": 200,
+    }
+
+
+def build_consumer(settings: Settings) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(**consumer_options(settings))
 
 
 async def serve(settings: Settings) -> None:
