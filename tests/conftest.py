@@ -14,15 +14,19 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from testcontainers.community.kafka import KafkaContainer
 from testcontainers.community.postgres import PostgresContainer
 
-from distcount_config import load
+from distcount_config import load, project_root
 from distcount_devstack import Stack
-from distcount_store import connect
+from distcount_store import connect, find_migrations, migrate
+from tests.integration.pipeline import Pipeline
+
+ROOT = project_root()
 
 
 @dataclass(frozen=True)
@@ -101,3 +105,24 @@ async def fresh_database(services: Services) -> AsyncIterator[str]:
 @pytest.fixture
 def topic_name() -> str:
     return f"test.{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def pipeline(
+    services: Services, fresh_database: str, topic_name: str, tmp_path: Path
+) -> AsyncIterator[Pipeline]:
+    """A migrated database, a topic with its dead-letter topic, and processes stopped at the end."""
+    assert ROOT is not None
+    await migrate(fresh_database, find_migrations(ROOT / "migrations"))
+    pipe = Pipeline(
+        bootstrap=services.kafka_bootstrap,
+        database_url=fresh_database,
+        topic=topic_name,
+        group=f"{topic_name}.group",
+        logs=tmp_path,
+    )
+    await pipe.create_topics()
+    try:
+        yield pipe
+    finally:
+        await asyncio.to_thread(pipe.stop_all)

@@ -59,10 +59,15 @@ async def _kill_during_a_flush(pipeline: Pipeline, aggregator: subprocess.Popen[
             await conn.execute("SELECT value FROM counter_totals WHERE key = 'k0' FOR UPDATE")
 
             async def blocked() -> bool:
-                waiting = await conn.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO counter_totals%'"
-                )
+                # from another connection: inside a transaction the activity view is a snapshot
+                watcher = await connect(pipeline.database_url)
+                try:
+                    waiting = await watcher.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO counter_totals%'"
+                    )
+                finally:
+                    await watcher.close()
                 return bool(waiting)
 
             await wait_for(blocked, 60, "a flush to wait on the locked total")
@@ -152,11 +157,18 @@ async def test_kafka_stopped_then_back(
     try:
         url = await _start_ingress(pipeline, "ingress", produce_timeout_ms=str(deadline_ms))
         pipeline.start("aggregator", "aggregator")
+
+        async def assigned() -> bool:
+            return "assigned partitions" in pipeline.log("aggregator")
+
+        await wait_for(assigned, 60, "the aggregator to join")
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             body = {"key": "outage", "value": 1}
             assert (await client.post("/increment", json=body)).status_code == 202
 
             private_kafka.stop()
+            # one more aggregator, started while there is no broker: it waits, it does not die
+            late = pipeline.start("aggregator", "late")
             answers = []
             for _ in range(6):
                 started = time.monotonic()
@@ -180,6 +192,11 @@ async def test_kafka_stopped_then_back(
             await wait_for(back, 90, "the ingress to accept again after the broker is back")
 
         await pipeline.wait_caught_up(timeout_s=90)
-        assert await pipeline.totals() == {"outage": accepted}
+        # every 202 is counted; a 503 promises no more than "not acknowledged in time": the
+        # producer may still deliver what it was holding once the broker is back
+        total = (await pipeline.totals())["outage"]
+        assert accepted <= total <= accepted + len(answers)
+        assert late.poll() is None
+        assert "Kafka does not answer yet" in pipeline.log("late")
     finally:
         await asyncio.to_thread(pipeline.stop_all)

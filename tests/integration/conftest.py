@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
-
-from distcount_config import project_root
-from distcount_store import find_migrations, migrate
-from tests.conftest import Services
-from tests.integration.pipeline import Pipeline
-
-ROOT = project_root()
 
 CliRunner = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -70,24 +62,3 @@ def run_cli() -> CliRunner:
         )
 
     return run
-
-
-@pytest.fixture
-async def pipeline(
-    services: Services, fresh_database: str, topic_name: str, tmp_path: Path
-) -> AsyncIterator[Pipeline]:
-    """A migrated database, a topic with its dead-letter topic, and processes stopped at the end."""
-    assert ROOT is not None
-    await migrate(fresh_database, find_migrations(ROOT / "migrations"))
-    pipe = Pipeline(
-        bootstrap=services.kafka_bootstrap,
-        database_url=fresh_database,
-        topic=topic_name,
-        group=f"{topic_name}.group",
-        logs=tmp_path,
-    )
-    await pipe.create_topics()
-    try:
-        yield pipe
-    finally:
-        await asyncio.to_thread(pipe.stop_all)

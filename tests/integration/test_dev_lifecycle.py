@@ -76,7 +76,7 @@ def test_up_status_restart_down_purge(run_cli: CliRunner, dev_env: dict[str, str
             f"export DISTCOUNT_DATABASE_URL=postgresql://distcount:distcount@127.0.0.1:{db_port}"
             "/distcount" in env_lines
         )
-        assert "export DISTCOUNT_HTTP_PORT=3333" in env_lines
+        assert f"export DISTCOUNT_HTTP_PORT={dev_env['DISTCOUNT_HTTP_PORT']}" in env_lines
         assert asyncio.run(_topics(bootstrap)) == {
             "distcount.increments": 6,
             "distcount.increments.dlq": 6,

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from distcount_aggregator._aggregator import Aggregator
 from distcount_aggregator._deadletter import DeadLetters
 from distcount_config import Settings
-from distcount_store import create_pool
+from distcount_store import StoreError, create_pool
 
 log = logging.getLogger("distcount.aggregator")
 
@@ -40,19 +44,38 @@ def build_consumer(settings: Settings) -> AIOKafkaConsumer:
 
 
 async def serve(settings: Settings) -> None:
-    pool = await create_pool(settings.database_url, min_size=1, max_size=8)
+    """Run one aggregator until SIGTERM or SIGINT; waits for Kafka and PostgreSQL to answer."""
+    stopping = asyncio.Event()
+    aggregator: Aggregator | None = None
+
+    def on_signal() -> None:
+        stopping.set()
+        if aggregator is not None:
+            aggregator.stop()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+
+    pools: list[asyncpg.Pool] = []
+
+    async def connect() -> None:
+        pools.append(await create_pool(settings.database_url, min_size=1, max_size=8))
+
+    if not await _until_up("PostgreSQL", connect, stopping):
+        return
+    pool = pools[0]
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
     )
     consumer = build_consumer(settings)
     try:
-        await producer.start()
+        if not await _until_up("Kafka", producer.start, stopping):
+            return
         aggregator = Aggregator(settings, consumer, pool, DeadLetters(producer, settings.dlq_topic))
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, aggregator.stop)
         consumer.subscribe([settings.topic], listener=aggregator.listener)
-        await consumer.start()
+        if not await _until_up("Kafka", consumer.start, stopping):
+            return
         log.info(
             "consuming %s as group %s; flushing every %d ms into buckets of %d ms",
             settings.topic,
@@ -60,11 +83,31 @@ async def serve(settings: Settings) -> None:
             settings.flush_interval_ms,
             settings.bucket_ms,
         )
+        if stopping.is_set():
+            aggregator.stop()
         await aggregator.run()
     finally:
         await consumer.stop()
         await producer.stop()
         await pool.close()
+
+
+async def _until_up(
+    what: str, start: Callable[[], Awaitable[None]], stopping: asyncio.Event
+) -> bool:
+    """`start()` again and again, with backoff, until it succeeds (True) or a signal says stop."""
+    delay_s = 0.5
+    while not stopping.is_set():
+        try:
+            await start()
+        except (KafkaError, StoreError, OSError) as exc:
+            log.warning("%s does not answer yet (%s); trying again in %.1f s", what, exc, delay_s)
+        else:
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), delay_s)
+        delay_s = min(delay_s * 2, 10.0)
+    return False
 
 
 def run(settings: Settings) -> None:
