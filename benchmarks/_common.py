@@ -439,3 +439,25 @@ def write_report(name: str, stamp: str, data: dict[str, Any], markdown: str) -> 
 
 def redacted(url: str) -> str:
     return redact(url)
+
+
+def error_lines(error: str | None) -> list[str]:
+    """The report's note when a benchmark stopped before its last run."""
+    if error is None:
+        return []
+    return ["", f"**The benchmark stopped early: {error}.** Only the runs above were measured."]
+
+
+def failed_report(
+    title: str, meta: dict[str, Any], runs: list[dict[str, Any]], lines: list[str], error: str
+) -> tuple[dict[str, Any], str]:
+    """The report of a benchmark that measured no complete pair of runs."""
+    data = {**meta, "runs": runs, "summary": {"verdict": "ERROR", "error": error}}
+    md = [
+        f"# {title}, {meta['stamp']}",
+        "",
+        f"**ERROR: no complete pair of runs; {error}.** No ratio is claimed.",
+        "",
+        *lines,
+    ]
+    return data, "\n".join(md)

@@ -45,6 +45,8 @@ from _common import (
     background_busy,
     child_env,
     end_offsets,
+    error_lines,
+    failed_report,
     fresh_database,
     fresh_topic,
     machine_facts,
@@ -535,7 +537,7 @@ def build_report(
         f"**Headline: ours / bare = {ratio:.3f} (ratio of median records/s, spawn to done); "
         f"floor {FLOOR}: {summary['verdict']}**"
         + ("" if correct else " (a check failed in at least one run: see the table)"),
-        *_error_lines(error),
+        *error_lines(error),
         "",
         "Peers: faust-streaming and Quix Streams were **not run** (not installed in this "
         "environment); no peer figures are claimed.",
@@ -543,28 +545,11 @@ def build_report(
     return data, "\n".join(md)
 
 
-def _error_lines(error: str | None) -> list[str]:
-    if error is None:
-        return []
-    return ["", f"**The benchmark stopped early: {error}.** Only the runs above were measured."]
-
-
 def _failed_report(
     meta: dict[str, Any], runs: list[RunResult], error: str
 ) -> tuple[dict[str, Any], str]:
-    data = {
-        **meta,
-        "runs": [r.as_dict() for r in runs],
-        "summary": {"verdict": "ERROR", "error": error},
-    }
-    md = [
-        f"# Aggregator benchmark, {meta['stamp']}",
-        "",
-        f"**ERROR: no complete pair of runs; {error}.** No ratio is claimed.",
-        "",
-        *(f"- run {r.index} {r.side}: {r.records_per_s:,.0f} records/s" for r in runs),
-    ]
-    return data, "\n".join(md)
+    lines = [f"- run {r.index} {r.side}: {r.records_per_s:,.0f} records/s" for r in runs]
+    return failed_report("Aggregator benchmark", meta, [r.as_dict() for r in runs], lines, error)
 
 
 # -- main -----------------------------------------------------------------------------------------

@@ -41,6 +41,8 @@ from _common import (
     child_env,
     cpu_jiffies,
     end_offsets,
+    error_lines,
+    failed_report,
     free_port,
     fresh_database,
     fresh_topic,
@@ -458,7 +460,7 @@ def build_report(
         f"**Headline: ours / bare = {ratio:.3f} (ratio of median requests/s); floor {FLOOR}: "
         f"{summary['verdict']}**"
         + ("" if consistent else " (records in the topic did not match the 2xx answers)"),
-        *_error_lines(error),
+        *error_lines(error),
         "",
         "Records check: the topic's end offsets are read once they have settled before and "
         "after the measured run; `extra` = records added - 2xx answers, which may be above 0 by "
@@ -473,28 +475,11 @@ def build_report(
     return data, "\n".join(md)
 
 
-def _error_lines(error: str | None) -> list[str]:
-    if error is None:
-        return []
-    return ["", f"**The benchmark stopped early: {error}.** Only the runs above were measured."]
-
-
 def _failed_report(
     meta: dict[str, Any], runs: list[LoadResult], error: str
 ) -> tuple[dict[str, Any], str]:
-    data = {
-        **meta,
-        "runs": [r.as_dict() for r in runs],
-        "summary": {"verdict": "ERROR", "error": error},
-    }
-    md = [
-        f"# Ingress benchmark, {meta['stamp']}",
-        "",
-        f"**ERROR: no complete pair of runs; {error}.** No ratio is claimed.",
-        "",
-        *(f"- run {r.index} {r.side}: {r.requests_per_s:,.0f} requests/s" for r in runs),
-    ]
-    return data, "\n".join(md)
+    lines = [f"- run {r.index} {r.side}: {r.requests_per_s:,.0f} requests/s" for r in runs]
+    return failed_report("Ingress benchmark", meta, [r.as_dict() for r in runs], lines, error)
 
 
 # -- main -----------------------------------------------------------------------------------------

@@ -17,26 +17,9 @@ import pytest
 from distcount_store import connect
 from tests.faults.conftest import PrivateKafka, PrivatePostgres, make_pipeline
 from tests.faults.load import Load
-from tests.integration.conftest import free_port
 from tests.integration.pipeline import Pipeline, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
-
-
-async def _start_ingress(pipeline: Pipeline, name: str, **overrides: str) -> str:
-    port = free_port()
-    pipeline.start("ingress", name, http_port=str(port), **overrides)
-    url = f"http://127.0.0.1:{port}"
-
-    async def live() -> bool:
-        try:
-            async with httpx.AsyncClient(base_url=url, timeout=2) as client:
-                return (await client.get("/health/live")).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    await wait_for(live, 60, f"the ingress on port {port}")
-    return url
 
 
 async def _settle(pipeline: Pipeline, load: Load) -> None:
@@ -83,7 +66,7 @@ async def _has_total(pipeline: Pipeline, key: str) -> bool:
 async def test_aggregator_killed_again_and_again_under_load(
     pipeline: Pipeline,
 ) -> None:
-    url = await _start_ingress(pipeline, "ingress")
+    url = await pipeline.start_ingress()
     load = Load(url)
     load.start()
     rng = random.Random(11)
@@ -104,7 +87,7 @@ async def test_aggregator_killed_again_and_again_under_load(
 
 
 async def test_one_of_two_aggregators_killed_the_other_takes_over(pipeline: Pipeline) -> None:
-    url = await _start_ingress(pipeline, "ingress")
+    url = await pipeline.start_ingress()
     load = Load(url)
     doomed = pipeline.start("aggregator", "doomed")
     pipeline.start("aggregator", "survivor")
@@ -127,7 +110,7 @@ async def test_postgres_restarted_while_running(
         kafka_of_session, private_postgres.node.url("distcount"), topic_name, tmp_path
     )
     try:
-        url = await _start_ingress(pipeline, "ingress")
+        url = await pipeline.start_ingress()
         aggregator = pipeline.start("aggregator", "aggregator")
         load = Load(url)
         load.start()
@@ -155,7 +138,7 @@ async def test_kafka_stopped_then_back(
     )
     deadline_ms = 1500
     try:
-        url = await _start_ingress(pipeline, "ingress", produce_timeout_ms=str(deadline_ms))
+        url = await pipeline.start_ingress(produce_timeout_ms=str(deadline_ms))
         pipeline.start("aggregator", "aggregator")
 
         async def assigned() -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -59,6 +61,24 @@ class Pipeline:
         log.close()
         self.processes.append(proc)
         return proc
+
+    async def start_ingress(self, name: str = "ingress", **overrides: str) -> str:
+        """`distcount ingress` on a free port; its base URL once /health/ready answers 200."""
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.start("ingress", name, http_port=str(port), **overrides)
+        url = f"http://127.0.0.1:{port}"
+
+        async def ready() -> bool:
+            try:
+                async with httpx.AsyncClient(base_url=url, timeout=2) as client:
+                    return (await client.get("/health/ready")).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        await wait_for(ready, 60, f"the ingress on port {port} to be ready")
+        return url
 
     async def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """`distcount <args>` with this pipeline's settings, run to its end."""

@@ -6,30 +6,13 @@ import httpx
 import pytest
 
 from distcount_store import connect
-from tests.integration.conftest import free_port
 from tests.integration.pipeline import Pipeline, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-async def _ingress(pipeline: Pipeline) -> str:
-    port = free_port()
-    pipeline.start("ingress", "ingress", http_port=str(port))
-    url = f"http://127.0.0.1:{port}"
-
-    async def ready() -> bool:
-        try:
-            async with httpx.AsyncClient(base_url=url, timeout=2) as client:
-                return (await client.get("/health/ready")).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    await wait_for(ready, 60, "the ingress to be ready")
-    return url
-
-
 async def test_post_then_get_after_a_flush(pipeline: Pipeline) -> None:
-    url = await _ingress(pipeline)
+    url = await pipeline.start_ingress()
     pipeline.start("aggregator", "aggregator", flush_interval_ms="500")
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         response = await client.post("/increment", json={"key": "c1", "value": 1})
@@ -55,7 +38,7 @@ async def test_post_then_get_after_a_flush(pipeline: Pipeline) -> None:
 
 
 async def test_batch_is_presummed_and_counted_whole(pipeline: Pipeline) -> None:
-    url = await _ingress(pipeline)
+    url = await pipeline.start_ingress()
     pipeline.start("aggregator", "aggregator")
     batch = {
         "increments": [
