@@ -185,3 +185,27 @@ async def test_a_fenced_zombie_writes_nothing(pipeline: Pipeline) -> None:
     await pipeline.wait_caught_up()
     assert await pipeline.totals() == counts(first + second + third)
     assert zombie.poll() is None  # fenced, not dead: it goes on with what it owns now
+
+
+async def test_offsets_that_cannot_be_read_on_assignment_stop_the_process(
+    pipeline: Pipeline,
+) -> None:
+    conn = await connect(pipeline.database_url)
+    try:
+        # as if someone dropped the table: the stored positions are gone
+        await conn.execute("ALTER TABLE consumer_offsets RENAME TO consumer_offsets_gone")
+    finally:
+        await conn.close()
+    await pipeline.produce(_records([Increment("k", 1)]))
+
+    aggregator = pipeline.start("aggregator", "aggregator")
+
+    async def exited() -> bool:
+        return aggregator.poll() is not None
+
+    await wait_for(exited, 60, "the aggregator to stop")
+    assert aggregator.returncode == 1
+    log = pipeline.log("aggregator")
+    assert "cannot read or seek to the stored offsets" in log
+    assert "distcount: aggregator stopped:" in log
+    assert await pipeline.totals() == {}
