@@ -83,10 +83,11 @@ def test_up_status_restart_down_purge(run_cli: CliRunner, dev_env: dict[str, str
             "distcount.increments.dlq": 6,
         }
 
-        # a crashed piece: `up` restarts just that one
-        os.kill(int(first["postgres"][0]), signal.SIGKILL)
-        _wait_gone(int(first["postgres"][0]))
-        assert _pids(run_cli("dev", "status", env=dev_env).stdout)["postgres"][1] == "stopped"
+        # crashed pieces: `up` restarts just those
+        for crashed in ("postgres", "aggregator"):
+            os.kill(int(first[crashed][0]), signal.SIGKILL)
+            _wait_gone(int(first[crashed][0]))
+            assert _pids(run_cli("dev", "status", env=dev_env).stdout)[crashed][1] == "stopped"
         # and downloads nothing: the jar cache serves, so a dead repository does no harm
         offline = dev_env | {"DISTCOUNT_DEV_MAVEN_REPO": f"http://127.0.0.1:{free_port()}/m2"}
         again = run_cli("dev", "up", env=offline)
@@ -95,8 +96,10 @@ def test_up_status_restart_down_purge(run_cli: CliRunner, dev_env: dict[str, str
         assert "kafka: started" not in again.stdout
         second = _pids(run_cli("dev", "status", env=dev_env).stdout)
         assert second["kafka"] == first["kafka"]
-        assert second["postgres"][0] != first["postgres"][0]
-        assert second["postgres"][1] == "healthy"
+        assert second["ingress"] == first["ingress"]
+        for restarted in ("postgres", "aggregator"):
+            assert second[restarted][0] != first[restarted][0]
+            assert second[restarted][1] == "healthy"
 
         url = f"postgresql://distcount:distcount@127.0.0.1:{db_port}/distcount"
         asyncio.run(_write_total(url))
