@@ -82,3 +82,34 @@ def test_statsd_listens_on_the_default_port(compose: dict[str, Any], defaults: S
     statsd = compose["services"]["statsd"]
     assert _published(statsd, "udp")[8125] == defaults.statsd_port
     assert defaults.statsd_host == "127.0.0.1"
+
+
+def test_the_services_reach_the_stack_inside_compose(
+    compose: dict[str, Any], defaults: Settings
+) -> None:
+    services = compose["services"]
+    kafka_env = services["kafka"]["environment"]
+    postgres_env = services["postgres"]["environment"]
+    for name in ("migrate", "ingress", "aggregator"):
+        env = services[name]["environment"]
+        # every DISTCOUNT_ variable set there is one distcount accepts
+        settings = load({k: str(v) for k, v in env.items() if k.startswith("DISTCOUNT_")})
+        assert f"INTERNAL://{settings.kafka_bootstrap}" in kafka_env["KAFKA_ADVERTISED_LISTENERS"]
+        url = urlsplit(settings.database_url)
+        assert (url.hostname, url.port) == ("postgres", 5432)
+        assert (url.username, url.password, url.path.lstrip("/")) == (
+            postgres_env["POSTGRES_USER"],
+            postgres_env["POSTGRES_PASSWORD"],
+            postgres_env["POSTGRES_DB"],
+        )
+        assert settings.statsd_host in services
+        assert settings.statsd_port == defaults.statsd_port
+        assert f"distcount {name}" in " ".join(services[name]["command"])
+    ingress = load(
+        {
+            k: str(v)
+            for k, v in services["ingress"]["environment"].items()
+            if k.startswith("DISTCOUNT_")
+        }
+    )
+    assert _published(services["ingress"])[ingress.http_port] == defaults.http_port
