@@ -13,7 +13,7 @@ from datetime import datetime
 import orjson
 import pytest
 
-from distcount_aggregator import REASON_HEADER, SOURCE_HEADER
+from distcount_aggregator import REASON_HEADER, SOURCE_HEADER, TRUNCATED_HEADER
 from distcount_codec import INT64_MAX, Increment, encode_record
 from distcount_store import connect
 from tests.integration.pipeline import Pipeline, counts, wait_for
@@ -209,3 +209,22 @@ async def test_offsets_that_cannot_be_read_on_assignment_stop_the_process(
     assert "cannot read or seek to the stored offsets" in log
     assert "distcount: aggregator stopped:" in log
     assert await pipeline.totals() == {}
+
+
+async def test_a_bad_record_too_large_to_dead_letter_whole_is_cut_not_stuck(
+    pipeline: Pipeline,
+) -> None:
+    pipeline.start("aggregator", "aggregator")
+    # just under the broker's limit, so the dead letter's headers push it over the producer's
+    huge = b"x" * 1_048_480
+    await pipeline.produce([(b"huge", huge)], max_request_size=2 * 1024 * 1024)
+    await pipeline.produce(_records([Increment("after", 1)]))
+
+    await pipeline.wait_caught_up()
+
+    assert await pipeline.totals() == {"after": 1}
+    (dead,) = await pipeline.read_all(pipeline.dlq_topic)
+    headers = dict(dead.headers)
+    assert headers[TRUNCATED_HEADER] == str(len(huge) + len(b"huge")).encode()
+    assert dead.value == huge[: 64 * 1024]
+    assert b"not UTF-8 JSON" in headers[REASON_HEADER]

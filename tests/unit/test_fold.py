@@ -126,3 +126,12 @@ def test_an_unknown_key_is_validated_before_it_counts() -> None:
     assert "at most 256 bytes" in rejected[0][1]
     assert known == set()
     assert state.deltas == {}
+
+
+def test_a_timestamp_past_what_postgresql_stores_is_rejected() -> None:
+    state = PartitionState(0, stored_offset=None)
+    rejected = fold(state, [_record(0, 10**16, "a", 1), _record(1, 1000, "a", 1)], 1000, set())
+    assert [(r.offset, reason) for r, reason in rejected] == [
+        (0, "timestamp 10000000000000000 is past the year 9999")
+    ]
+    assert state.deltas == {1000: {"a": 1}}

@@ -29,11 +29,19 @@ async def connect(database_url: str, timeout_s: float = 10.0) -> asyncpg.Connect
 
 
 async def create_pool(
-    database_url: str, min_size: int = 1, max_size: int = 10, timeout_s: float = 10.0
+    database_url: str,
+    min_size: int = 1,
+    max_size: int = 10,
+    timeout_s: float = 10.0,
+    command_timeout_s: float | None = None,
 ) -> asyncpg.Pool:
     try:
         pool = await asyncpg.create_pool(
-            database_url, min_size=min_size, max_size=max_size, timeout=timeout_s
+            database_url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout_s,
+            command_timeout=command_timeout_s,
         )
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise DatabaseUnavailable(

@@ -1,7 +1,12 @@
 """distcount's aggregator: Kafka partitions folded into time buckets, flushed exactly once."""
 
 from distcount_aggregator._aggregator import MAX_RECORDS_PER_FETCH, Aggregator
-from distcount_aggregator._deadletter import REASON_HEADER, SOURCE_HEADER, DeadLetters
+from distcount_aggregator._deadletter import (
+    REASON_HEADER,
+    SOURCE_HEADER,
+    TRUNCATED_HEADER,
+    DeadLetters,
+)
 from distcount_aggregator._errors import AggregatorError, AssignmentFailed
 from distcount_aggregator._fold import PartitionState, bucket_start_ms, fold, next_tick_ms
 from distcount_aggregator._main import build_consumer, consumer_options, run, serve
@@ -10,6 +15,7 @@ __all__ = [
     "MAX_RECORDS_PER_FETCH",
     "REASON_HEADER",
     "SOURCE_HEADER",
+    "TRUNCATED_HEADER",
     "Aggregator",
     "AggregatorError",
     "AssignmentFailed",

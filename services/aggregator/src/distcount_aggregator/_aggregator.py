@@ -62,6 +62,7 @@ class Aggregator:
         self._backoff_s = 0.0
         self._retry_at = 0.0
         self._paused = False
+        self._generation = 0  # counts assignments
         self._background: set[asyncio.Future[None]] = set()
         self.listener = _Listener(self)
 
@@ -78,11 +79,19 @@ class Aggregator:
             while not self._stopping.is_set():
                 self._raise_if_fatal()
                 wait_ms = max(0, min(next_tick - _now_ms(), 500))
+                generation = self._generation
                 batches = await self._consumer.getmany(
                     timeout_ms=wait_ms, max_records=MAX_RECORDS_PER_FETCH
                 )
                 async with self._lock:
                     self._raise_if_fatal()
+                    if generation != self._generation:
+                        # maybe fetched before the assignment sought to the stored offsets:
+                        # drop the lot and read again from where each partition stands
+                        for tp in batches:
+                            if (state := self._states.get(tp.partition)) is not None:
+                                await self._seek(tp, state.position)
+                        batches = {}
                     for tp, records in batches.items():
                         await self._fold(tp, records)
                     await self._follow_positions()
@@ -95,6 +104,7 @@ class Aggregator:
             if self._fatal is None:
                 async with self._lock:
                     await self._flush(self._states.values(), reason="shutdown")
+        self._raise_if_fatal()  # an assignment may have failed before the loop began
 
     def _raise_if_fatal(self) -> None:
         if self._fatal is not None:
@@ -235,6 +245,8 @@ class Aggregator:
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         async with self._lock:
+            self._generation += 1
+            self._paused = False  # a new assignment starts unpaused
             try:
                 async with self._pool.acquire() as conn:
                     stored = await read_offsets(

@@ -10,8 +10,13 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka.errors import MessageSizeTooLargeError
+
 REASON_HEADER = "distcount.reason"
 SOURCE_HEADER = "distcount.source"
+# set when a record too large to dead-letter whole was cut to its first _KEPT_BYTES
+TRUNCATED_HEADER = "distcount.truncated-from-bytes"
+_KEPT_BYTES = 64 * 1024
 
 
 @dataclass
@@ -51,6 +56,16 @@ class DeadLetters:
                     continue
                 except Exception:
                     pass
-            await self._producer.send_and_wait(
-                self.topic, value=letter.value, key=letter.key, headers=letter.headers
-            )
+            try:
+                await self._producer.send_and_wait(
+                    self.topic, value=letter.value, key=letter.key, headers=letter.headers
+                )
+            except MessageSizeTooLargeError:
+                # the headers pushed a record near Kafka's size limit over it: keep its start
+                size = len(letter.value or b"") + len(letter.key or b"")
+                await self._producer.send_and_wait(
+                    self.topic,
+                    value=None if letter.value is None else letter.value[:_KEPT_BYTES],
+                    key=None if letter.key is None else letter.key[:_KEPT_BYTES],
+                    headers=[*letter.headers, (TRUNCATED_HEADER, str(size).encode())],
+                )

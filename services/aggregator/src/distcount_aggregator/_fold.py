@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 # keys already validated once; past this many the set starts afresh, so memory stays bounded
 MAX_KNOWN_KEYS: Final = 200_000
+# 9999-12-31T23:59:59.999Z; PostgreSQL timestamps end not long after
+MAX_TIMESTAMP_MS: Final = 253_402_300_799_999
 
 
 def bucket_start_ms(timestamp_ms: int, bucket_ms: int) -> int:
@@ -118,6 +120,9 @@ def fold(
         if timestamp is None or not low <= timestamp < high:
             if timestamp is None or timestamp < 0:
                 rejected.append((record, "record has no timestamp"))
+                continue
+            if timestamp > MAX_TIMESTAMP_MS:
+                rejected.append((record, f"timestamp {timestamp} is past the year 9999"))
                 continue
             low = timestamp - timestamp % bucket_ms
             high = low + bucket_ms

@@ -22,6 +22,8 @@ from distcount_store import StoreError, create_pool
 
 log = logging.getLogger("distcount.aggregator")
 
+_COMMAND_TIMEOUT_S = 60.0
+
 
 def consumer_options(settings: Settings) -> dict[str, Any]:
     """The aggregator's AIOKafkaConsumer settings (the benchmark's bare loop uses them too)."""
@@ -46,35 +48,61 @@ def build_consumer(settings: Settings) -> AIOKafkaConsumer:
 async def serve(settings: Settings) -> None:
     """Run one aggregator until SIGTERM or SIGINT; waits for Kafka and PostgreSQL to answer."""
     stopping = asyncio.Event()
-    aggregator: Aggregator | None = None
+    running: list[Aggregator] = []
 
     def on_signal() -> None:
         stopping.set()
-        if aggregator is not None:
+        for aggregator in running:
             aggregator.stop()
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
 
+    # each attempt builds its client afresh: aiokafka clients cannot be started twice
     pools: list[asyncpg.Pool] = []
+    producers: list[AIOKafkaProducer] = []
+    consumers: list[AIOKafkaConsumer] = []
 
     async def connect() -> None:
-        pools.append(await create_pool(settings.database_url, min_size=1, max_size=8))
+        # a flush stuck on a half-open connection times out and is retried (or fenced)
+        pools.append(
+            await create_pool(
+                settings.database_url, min_size=1, max_size=8, command_timeout_s=_COMMAND_TIMEOUT_S
+            )
+        )
 
-    if not await _until_up("PostgreSQL", connect, stopping):
-        return
-    pool = pools[0]
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
-    )
-    consumer = build_consumer(settings)
-    try:
-        if not await _until_up("Kafka", producer.start, stopping):
-            return
-        aggregator = Aggregator(settings, consumer, pool, DeadLetters(producer, settings.dlq_topic))
+    async def start_producer() -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
+        )
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        producers.append(producer)
+
+    async def start_consumer() -> None:
+        consumer = build_consumer(settings)
+        aggregator = Aggregator(
+            settings, consumer, pools[0], DeadLetters(producers[0], settings.dlq_topic)
+        )
         consumer.subscribe([settings.topic], listener=aggregator.listener)
-        if not await _until_up("Kafka", consumer.start, stopping):
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()
+            raise
+        consumers.append(consumer)
+        running.append(aggregator)
+
+    try:
+        if not (
+            await _until_up("PostgreSQL", connect, stopping)
+            and await _until_up("Kafka", start_producer, stopping)
+            and await _until_up("Kafka", start_consumer, stopping)
+        ):
             return
         log.info(
             "consuming %s as group %s; flushing every %d ms into buckets of %d ms",
@@ -84,12 +112,15 @@ async def serve(settings: Settings) -> None:
             settings.bucket_ms,
         )
         if stopping.is_set():
-            aggregator.stop()
-        await aggregator.run()
+            running[0].stop()
+        await running[0].run()
     finally:
-        await consumer.stop()
-        await producer.stop()
-        await pool.close()
+        for consumer in consumers:
+            await consumer.stop()
+        for producer in producers:
+            await producer.stop()
+        for pool in pools:
+            await pool.close()
 
 
 async def _until_up(

@@ -110,7 +110,9 @@ class Batcher:
         self._sending[batch.partition] = self._sending.get(batch.partition, 0) + 1
         batch.delivery = task = asyncio.create_task(self._deliver(batch))
         self._deliveries.add(task)
-        task.add_done_callback(self._deliveries.discard)
+        # a callback, not a `finally`: a task cancelled before its first step never runs its
+        # body, and the partition must not wait for it forever
+        task.add_done_callback(lambda done: self._finished(batch, done))
 
     async def _deliver(self, batch: _Batch) -> None:
         try:
@@ -129,10 +131,13 @@ class Batcher:
             raise
         else:
             _settle(batch.outcome, None)
-        finally:
-            if batch.timer is not None:
-                batch.timer.cancel()
-            self._delivered(batch)
+
+    def _finished(self, batch: _Batch, task: asyncio.Task[None]) -> None:
+        self._deliveries.discard(task)
+        if batch.timer is not None:
+            batch.timer.cancel()
+        _settle(batch.outcome, self._expired)  # no-op unless cancelled before it began
+        self._delivered(batch)
 
     def _delivered(self, batch: _Batch) -> None:
         partition = batch.partition
