@@ -104,6 +104,10 @@ class Aggregator:
             if self._fatal is None:
                 async with self._lock:
                     await self._flush(self._states.values(), reason="shutdown")
+            # lag-only commits still waiting for a coordinator are not worth waiting for
+            for task in self._background:
+                task.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
         self._raise_if_fatal()  # an assignment may have failed before the loop began
 
     def _raise_if_fatal(self) -> None:
