@@ -1,6 +1,7 @@
 """The baseline of benchmarks/ingress.py: a bare Starlette `POST /increment` that answers 202
 without Kafka, served by uvicorn with the settings distcount_ingress.serve uses (uvloop, httptools,
-lifespan on, no access log, one worker, log level info).
+lifespan on, no access log, one worker, log level info) and the same garbage-collector tuning
+(distcount_ingress.collect_garbage_rarely).
 
 What it does per request, and why that is the fair floor: it reads the body and parses it as JSON
 (orjson), then echoes it as `{"data": <body>}` with 202 and `application/json`. That is the HTTP
@@ -24,6 +25,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from distcount_ingress import collect_garbage_rarely
 
 
 async def increment(request: Request) -> Response:
@@ -61,7 +64,8 @@ def main() -> None:
         log_level="info",
     )
     server = uvicorn.Server(config)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+    # the same process tuning as the real ingress, so the ratio compares request handling only
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner, collect_garbage_rarely():
         runner.run(server.serve())
 
 

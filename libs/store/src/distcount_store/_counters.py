@@ -154,8 +154,10 @@ async def read_total(conn: Conn | asyncpg.Pool, key: str) -> Total | None:
         row = await conn.fetchrow(
             "SELECT value, updated_at FROM counter_totals WHERE key = $1", key
         )
-    except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError) as exc:
-        raise DatabaseUnavailable(f"reading counter {key!r} failed: {exc}") from exc
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise DatabaseUnavailable(
+            f"reading counter {key!r} failed: {exc.__class__.__name__}: {exc}"
+        ) from exc
     if row is None:
         return None
     value = row["value"]

@@ -6,7 +6,7 @@ Start reading at `_app.py` (routes and answers), then `_publisher.py` (what a 20
 from distcount_ingress._app import MAX_BATCH_ITEMS, CounterReader, Publisher, create_app
 from distcount_ingress._errors import IngressError, KafkaUnavailable, Overloaded, Unavailable
 from distcount_ingress._publisher import KafkaPublisher
-from distcount_ingress._serve import run, serve
+from distcount_ingress._serve import collect_garbage_rarely, run, serve
 from distcount_ingress._totals import PostgresTotals
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "PostgresTotals",
     "Publisher",
     "Unavailable",
+    "collect_garbage_rarely",
     "create_app",
     "run",
     "serve",

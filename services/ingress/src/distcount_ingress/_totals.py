@@ -25,10 +25,8 @@ class PostgresTotals:
         """The key's total, None for a key never counted."""
         try:
             async with asyncio.timeout(self._read_timeout_s):
-                total = await read_total(self._pool, key)
-        except DatabaseUnavailable:
-            raise
-        except _FAILURES as exc:
+                total = await read_total(self._pool, key)  # maps the driver's failures itself
+        except TimeoutError as exc:
             raise DatabaseUnavailable(f"reading a counter failed: {_describe(exc)}") from exc
         return None if total is None else total.value
 
