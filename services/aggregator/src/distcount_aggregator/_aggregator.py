@@ -32,6 +32,8 @@ _RETRIABLE = (
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
+    # a connection caught mid-operation by a server restart reports this
+    asyncpg.InternalClientError,
     TimeoutError,
 )
 _MAX_BACKOFF_S = 10.0
@@ -208,7 +210,12 @@ class Aggregator:
             deltas=state.deltas,
         )
         async with self._pool.acquire() as conn:
-            return await flush_partition(conn, flush)
+            try:
+                return await flush_partition(conn, flush)
+            except BaseException:
+                # whatever state a failed flush left the connection in, the pool opens a new one
+                conn.terminate()
+                raise
 
     async def _fenced(self, state: PartitionState, fenced: Fenced) -> None:
         log.warning(
