@@ -80,8 +80,8 @@ def test_postgres_matches_the_default_database_url(
 
 def test_statsd_listens_on_the_default_port(compose: dict[str, Any], defaults: Settings) -> None:
     statsd = compose["services"]["statsd"]
-    assert _published(statsd, "udp")[8125] == defaults.statsd_port
-    assert defaults.statsd_host == "127.0.0.1"
+    assert _published(statsd, "udp")[8125] == defaults.metrics.statsd_port
+    assert defaults.metrics.statsd_host == "127.0.0.1"
 
 
 def test_the_services_reach_the_stack_inside_compose(
@@ -102,8 +102,8 @@ def test_the_services_reach_the_stack_inside_compose(
             postgres_env["POSTGRES_PASSWORD"],
             postgres_env["POSTGRES_DB"],
         )
-        assert settings.statsd_host in services
-        assert settings.statsd_port == defaults.statsd_port
+        assert settings.metrics.statsd_host in services
+        assert settings.metrics.statsd_port == defaults.metrics.statsd_port
         assert f"distcount {name}" in " ".join(services[name]["command"])
     ingress = load(
         {

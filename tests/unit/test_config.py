@@ -5,6 +5,7 @@ Every test passes an explicit mapping as the environment; os.environ is never re
 
 from __future__ import annotations
 
+import operator
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,11 @@ def test_defaults() -> None:
     assert settings.log_level == "info"
     assert settings.http_host == "127.0.0.1"
     assert settings.group_id == "distcount-aggregator"
+    assert settings.metrics.reporter == "statsd"
+    assert (settings.metrics.statsd_host, settings.metrics.statsd_port) == ("127.0.0.1", 8125)
+    assert settings.metrics.interval_ms == 5000
+    assert settings.metrics.sample_rate == 0.1
+    assert settings.metrics.tags == ()
 
 
 def test_dev_defaults() -> None:
@@ -105,7 +111,16 @@ def test_default_database_url_follows_dev_postgres_port() -> None:
         ("PARTITIONS", "10000", "partitions", 10000),
         ("FLUSH_INTERVAL_MS", "1_000", "flush_interval_ms", 1000),
         ("MAX_BODY_BYTES", "64", "max_body_bytes", 64),
-        ("STATSD_PORT", "9125", "statsd_port", 9125),
+        ("METRICS_INTERVAL_MS", "250", "metrics.interval_ms", 250),
+        ("STATSD_PORT", "9125", "metrics.statsd_port", 9125),
+        ("STATSD_HOST", "statsd", "metrics.statsd_host", "statsd"),
+        ("METRICS", "DogStatsD", "metrics.reporter", "dogstatsd"),
+        ("METRICS", "off", "metrics.reporter", "off"),
+        ("METRICS_SAMPLE_RATE", "1", "metrics.sample_rate", 1.0),
+        ("METRICS_SAMPLE_RATE", "0.01", "metrics.sample_rate", 0.01),
+        # applied as one event in a whole number of them
+        ("METRICS_SAMPLE_RATE", "0.3", "metrics.sample_rate", 1 / 3),
+        ("METRICS_TAGS", "env:prod, region:eu-1", "metrics.tags", ("env:prod", "region:eu-1")),
         ("KAFKA_BOOTSTRAP", "kafka:29092", "kafka_bootstrap", "kafka:29092"),
         (
             "KAFKA_BOOTSTRAP",
@@ -128,7 +143,7 @@ def test_default_database_url_follows_dev_postgres_port() -> None:
     ],
 )
 def test_valid_override(name: str, raw: str, attribute: str, expected: object) -> None:
-    assert getattr(_load(**{name: raw}), attribute) == expected
+    assert operator.attrgetter(attribute)(_load(**{name: raw})) == expected
 
 
 @pytest.mark.parametrize(
@@ -182,6 +197,12 @@ def test_java_home_is_read_without_prefix(tmp_path: Path) -> None:
         ("HTTP_PORT", "65536"),
         ("HTTP_PORT", "-1"),
         ("STATSD_PORT", "70000"),
+        ("METRICS", "prometheus"),
+        ("METRICS_SAMPLE_RATE", "0"),
+        ("METRICS_SAMPLE_RATE", "1.5"),
+        ("METRICS_SAMPLE_RATE", "often"),
+        ("METRICS_TAGS", "env:prod,bad|tag"),
+        ("METRICS_INTERVAL_MS", "5"),
         ("DEV_KAFKA_PORT", "99999"),
         ("PARTITIONS", "0"),
         ("PARTITIONS", "10001"),

@@ -24,6 +24,8 @@ INT64_MAX: Final = 2**63 - 1
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9._-]+$|^\[[0-9A-Fa-f:.]+\]$")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+METRICS_REPORTERS: Final = ("off", "statsd", "dogstatsd", "console")
+_TAG_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:/-]{0,199}$")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,18 @@ class DevSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """Where the services' metrics go, and how often."""
+
+    reporter: str  # off, statsd, dogstatsd or console
+    statsd_host: str
+    statsd_port: int
+    interval_ms: int
+    sample_rate: float  # 1/N for a whole N: one event in N of a per-event metric is kept
+    tags: tuple[str, ...]  # DogStatsD constant tags, "key:value"
+
+
+@dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str
     database_url: str = field(repr=False)  # may hold a password
@@ -64,8 +78,7 @@ class Settings:
     bucket_ms: int
     http_host: str
     http_port: int
-    statsd_host: str
-    statsd_port: int
+    metrics: MetricsSettings
     max_live_entries: int
     produce_timeout_ms: int
     max_inflight_sends: int
@@ -191,6 +204,22 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def _sample_rate(raw: str) -> float:
+    rate = float(raw)
+    if not (0.0001 <= rate <= 1):
+        raise ValueError("out of range 0.0001..1")
+    # rounded to one in a whole number of events, which is how it is applied
+    return 1 / round(1 / rate)
+
+
+def _tags(raw: str) -> tuple[str, ...]:
+    tags = tuple(tag.strip() for tag in raw.split(",") if tag.strip())
+    for tag in tags:
+        if not _TAG_RE.fullmatch(tag):
+            raise ValueError(f"{tag!r} is not a tag")
+    return tags
+
+
 def _version(raw: str) -> str:
     if not re.fullmatch(r"\d+\.\d+\.\d+", raw):
         raise ValueError("")
@@ -285,8 +314,26 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         http_host=r.get("HTTP_HOST", "127.0.0.1", _host, "a host name or address"),
         http_port=r.get("HTTP_PORT", 3333, _port, "a TCP port 1..65535"),
-        statsd_host=r.get("STATSD_HOST", "127.0.0.1", _host, "a host name or address"),
-        statsd_port=r.get("STATSD_PORT", 8125, _port, "a UDP port 1..65535"),
+        metrics=MetricsSettings(
+            reporter=r.get(
+                "METRICS", "statsd", _choice(*METRICS_REPORTERS), " or ".join(METRICS_REPORTERS)
+            ),
+            statsd_host=r.get("STATSD_HOST", "127.0.0.1", _host, "a host name or address"),
+            statsd_port=r.get("STATSD_PORT", 8125, _port, "a UDP port 1..65535"),
+            interval_ms=r.get(
+                "METRICS_INTERVAL_MS", 5000, _int_in(10, 3_600_000), "milliseconds, 10..3600000"
+            ),
+            sample_rate=r.get(
+                "METRICS_SAMPLE_RATE", 0.1, _sample_rate, "a fraction 0.0001..1, such as 0.1"
+            ),
+            tags=r.get(
+                "METRICS_TAGS",
+                (),
+                _tags,
+                "comma-separated DogStatsD tags such as env:prod,region:eu (letters, digits, "
+                "_ . : / -, starting with a letter)",
+            ),
+        ),
         max_live_entries=r.get(
             "MAX_LIVE_ENTRIES", 1_000_000, _int_in(1, 100_000_000), "an integer 1..100000000"
         ),

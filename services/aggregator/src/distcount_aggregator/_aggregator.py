@@ -21,6 +21,7 @@ from distcount_aggregator._deadletter import DeadLetters
 from distcount_aggregator._errors import AssignmentFailed
 from distcount_aggregator._fold import PartitionState, fold, next_tick_ms
 from distcount_config import Settings
+from distcount_metrics import AggregatorMetrics
 from distcount_store import Fenced, PartitionFlush, flush_partition, read_offsets
 
 log = logging.getLogger("distcount.aggregator")
@@ -48,8 +49,10 @@ class Aggregator:
         consumer: AIOKafkaConsumer,
         pool: asyncpg.Pool,
         dead_letters: DeadLetters,
+        metrics: AggregatorMetrics | None = None,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics or AggregatorMetrics()
         self._consumer = consumer
         self._pool = pool
         self._dead_letters = dead_letters
@@ -101,7 +104,7 @@ class Aggregator:
                     if due or self.live_entries >= self._settings.max_live_entries:
                         if due:
                             next_tick = next_tick_ms(_now_ms(), interval)
-                        await self._flush_when_allowed()
+                        await self._flush_when_allowed("tick" if due else "memory")
         finally:
             if self._fatal is None:
                 async with self._lock:
@@ -120,12 +123,23 @@ class Aggregator:
     def live_entries(self) -> int:
         return sum(state.entries for state in self._states.values())
 
+    def lag(self) -> dict[int, int]:
+        """Per assigned partition, the records not folded yet, as of the last fetch."""
+        lags = {}
+        for partition, state in self._states.items():
+            highwater = self._consumer.highwater(TopicPartition(self._topic, partition))
+            if highwater is not None and state.position is not None:
+                lags[partition] = max(0, highwater - state.position)
+        return lags
+
     async def _fold(self, tp: TopicPartition, records: list[Any]) -> None:
         state = self._states.get(tp.partition)
         if state is None:
             return  # revoked meanwhile
+        self._metrics.on_fetched(tp.partition, records)
         for record, reason in fold(state, records, self._bucket_ms, self._known_keys):
             await self._dead_letter(state, record, reason)
+            self._metrics.on_dead_letter()
 
     async def _follow_positions(self) -> None:
         """Move past what the consumer skipped without returning records: the markers that end
@@ -142,11 +156,11 @@ class Aggregator:
 
     # -- flushing -------------------------------------------------------------------------------
 
-    async def _flush_when_allowed(self) -> None:
+    async def _flush_when_allowed(self, reason: str) -> None:
         if time.monotonic() < self._retry_at:
             self._pause_if_full()
             return
-        if await self._flush(self._states.values(), reason="tick"):
+        if await self._flush(self._states.values(), reason):
             self._backoff_s = 0.0
             self._retry_at = 0.0
             if self._paused:
@@ -172,7 +186,9 @@ class Aggregator:
         dirty = [state for state in states if state.dirty]
         if not dirty:
             return True
-        results = await asyncio.gather(*(self._flush_one(s) for s in dirty), return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._flush_one(s, reason) for s in dirty), return_exceptions=True
+        )
         committed: dict[TopicPartition, int] = {}
         ok = True
         for state, result in zip(dirty, results, strict=True):
@@ -198,7 +214,19 @@ class Aggregator:
             task.add_done_callback(self._background.discard)
         return ok
 
-    async def _flush_one(self, state: PartitionState) -> Fenced | None:
+    async def _flush_one(self, state: PartitionState, reason: str) -> Fenced | None:
+        start = time.perf_counter()
+        outcome = "failed"
+        try:
+            result = await self._write(state)
+            outcome = "committed" if result is None else "fenced"
+            return result
+        finally:
+            self._metrics.on_flush(
+                state.partition, reason, outcome, state.entries, time.perf_counter() - start
+            )
+
+    async def _write(self, state: PartitionState) -> Fenced | None:
         await self._dead_letters.settle(state.dead_letters)
         assert state.folded_until is not None
         flush = PartitionFlush(
@@ -251,7 +279,9 @@ class Aggregator:
             states = [
                 self._states.pop(tp.partition) for tp in revoked if tp.partition in self._states
             ]
-            if not await self._flush(states, reason="revocation"):
+            flushed = await self._flush(states, reason="revocation")
+            self._metrics.on_dropped([state.partition for state in states])
+            if not flushed:
                 log.warning("revoked partitions could not be flushed; their new owner reads again")
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:

@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError
 from distcount_aggregator._aggregator import Aggregator
 from distcount_aggregator._deadletter import DeadLetters
 from distcount_config import Settings
+from distcount_metrics import aggregator_metrics
 from distcount_store import StoreError, create_pool
 
 log = logging.getLogger("distcount.aggregator")
@@ -49,6 +50,7 @@ async def serve(settings: Settings) -> None:
     """Run one aggregator until SIGTERM or SIGINT; waits for Kafka and PostgreSQL to answer."""
     stopping = asyncio.Event()
     running: list[Aggregator] = []
+    metrics = aggregator_metrics(settings.metrics)
 
     def on_signal() -> None:
         stopping.set()
@@ -86,7 +88,7 @@ async def serve(settings: Settings) -> None:
     async def start_consumer() -> None:
         consumer = build_consumer(settings)
         aggregator = Aggregator(
-            settings, consumer, pools[0], DeadLetters(producers[0], settings.dlq_topic)
+            settings, consumer, pools[0], DeadLetters(producers[0], settings.dlq_topic), metrics
         )
         consumer.subscribe([settings.topic], listener=aggregator.listener)
         try:
@@ -98,22 +100,26 @@ async def serve(settings: Settings) -> None:
         running.append(aggregator)
 
     try:
-        if not (
-            await _until_up("PostgreSQL", connect, stopping)
-            and await _until_up("Kafka", start_producer, stopping)
-            and await _until_up("Kafka", start_consumer, stopping)
-        ):
-            return
-        log.info(
-            "consuming %s as group %s; flushing every %d ms into buckets of %d ms",
-            settings.topic,
-            settings.group_id,
-            settings.flush_interval_ms,
-            settings.bucket_ms,
-        )
-        if stopping.is_set():
-            running[0].stop()
-        await running[0].run()
+        async with metrics.reporting():
+            if not (
+                await _until_up("PostgreSQL", connect, stopping)
+                and await _until_up("Kafka", start_producer, stopping)
+                and await _until_up("Kafka", start_consumer, stopping)
+            ):
+                return
+            aggregator = running[0]
+            metrics.watch_live_entries(lambda: aggregator.live_entries)
+            metrics.watch_lag(aggregator.lag)
+            log.info(
+                "consuming %s as group %s; flushing every %d ms into buckets of %d ms",
+                settings.topic,
+                settings.group_id,
+                settings.flush_interval_ms,
+                settings.bucket_ms,
+            )
+            if stopping.is_set():
+                aggregator.stop()
+            await aggregator.run()
     finally:
         for consumer in consumers:
             await consumer.stop()

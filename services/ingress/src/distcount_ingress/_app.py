@@ -7,7 +7,8 @@ build the same app around fakes or around their own producers and pools.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, Protocol
 
 import asyncpg
@@ -39,6 +40,7 @@ from distcount_ingress._http import (
 )
 from distcount_ingress._openapi import openapi_document
 from distcount_ingress._totals import PostgresTotals
+from distcount_metrics import IngressMetrics
 from distcount_store import DatabaseUnavailable
 
 MAX_BATCH_ITEMS: Final = 10_000
@@ -68,32 +70,74 @@ def create_app(
     publisher: Publisher,
     counters: CounterReader | asyncpg.Pool,
     *,
+    metrics: IngressMetrics | None = None,
     lifespan: Lifespan[Starlette] | None = None,
 ) -> Starlette:
     """The ingress app; `counters` may be an asyncpg pool, read through `PostgresTotals`."""
     reader = PostgresTotals(counters) if isinstance(counters, asyncpg.Pool) else counters
-    handlers = _Handlers(settings, publisher, reader)
+    metrics = metrics or IngressMetrics()
+    handlers = _Handlers(settings, publisher, reader, metrics)
+
+    def route(path: str, name: str, endpoint: Endpoint, method: str) -> Route:
+        return Route(path, _measured(name, endpoint, metrics), methods=[method])
+
     routes = [
-        Route("/increment", handlers.increment, methods=["POST"]),
-        Route("/increments", handlers.increments, methods=["POST"]),
+        route("/increment", "increment", handlers.increment, "POST"),
+        route("/increments", "increments", handlers.increments, "POST"),
         # `path`: a key may hold "/" (sent as %2F, which the server decodes before routing)
-        Route("/counters/{key:path}", handlers.counter, methods=["GET"]),
-        Route("/health/live", handlers.live, methods=["GET"]),
-        Route("/health/ready", handlers.ready, methods=["GET"]),
-        Route("/openapi.json", handlers.openapi, methods=["GET"]),
+        route("/counters/{key:path}", "counter", handlers.counter, "GET"),
+        route("/health/live", "live", handlers.live, "GET"),
+        route("/health/ready", "ready", handlers.ready, "GET"),
+        route("/openapi.json", "openapi", handlers.openapi, "GET"),
     ]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        response = await _http_error(request, exc)
+        # 404 and 405 come from the router, before any route's own measure
+        metrics.on_request("unmatched", response.status_code, None)
+        return response
+
     return Starlette(
         routes=routes,
-        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        exception_handlers={HTTPException: http_error, Exception: _server_error},
         lifespan=lifespan,
     )
 
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _measured(route: str, endpoint: Endpoint, metrics: IngressMetrics) -> Endpoint:
+    if not metrics.recording:
+        return endpoint
+    on_request = metrics.on_request
+    clock = time.perf_counter
+
+    async def measured(request: Request) -> Response:
+        start = clock()
+        try:
+            response = await endpoint(request)
+        except Exception:
+            on_request(route, 500, clock() - start)
+            raise
+        on_request(route, response.status_code, clock() - start)
+        return response
+
+    return measured
+
+
 class _Handlers:
-    def __init__(self, settings: Settings, publisher: Publisher, counters: CounterReader) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        publisher: Publisher,
+        counters: CounterReader,
+        metrics: IngressMetrics,
+    ) -> None:
         self._max_body_bytes = settings.max_body_bytes
         self._publisher = publisher
         self._counters = counters
+        self._metrics = metrics
         self._openapi = orjson.dumps(openapi_document(settings, MAX_BATCH_ITEMS))
 
     async def increment(self, request: Request) -> Response:
@@ -104,10 +148,13 @@ class _Handlers:
         except InvalidIncrement as exc:
             return error_response(422, exc.errors)
         key, value = encode_record(increment)
+        start = time.perf_counter()
         try:
             await self._publisher.publish(key, value)
         except Unavailable as exc:
+            self._metrics.on_unavailable(exc.cause)
             return unavailable_response("kafka", str(exc), exc.retry_after_s)
+        self._metrics.on_produced("single", time.perf_counter() - start)
         # the record's value is the increment's JSON already
         return JSONResponse(b'{"data":' + value + b"}", 202)
 
@@ -119,10 +166,13 @@ class _Handlers:
         except InvalidIncrement as exc:
             return error_response(422, exc.errors)
         records = [encode_record(increment) for increment in sum_by_key(batch)]
+        start = time.perf_counter()
         try:
             await self._publisher.publish_batch(records)
         except Unavailable as exc:
+            self._metrics.on_unavailable(exc.cause)
             return unavailable_response("kafka", str(exc), exc.retry_after_s)
+        self._metrics.on_produced("batch", time.perf_counter() - start)
         sent = b",".join(value for _, value in records)
         return JSONResponse(b'{"data":{"increments":[' + sent + b"]}}", 202)
 
@@ -133,6 +183,7 @@ class _Handlers:
         try:
             value = await self._counters.read(key)
         except DatabaseUnavailable as exc:
+            self._metrics.on_unavailable("postgres")
             return unavailable_response("postgres", str(exc))
         if value is None:
             return error_response(404, {"key": ["not found"]})

@@ -23,6 +23,8 @@ class Unavailable(IngressError):
     retriable = True
     # what the Retry-After header tells the client
     retry_after_s = 1
+    # the `cause` tag of the 503 counter
+    cause = "kafka"
 
 
 class KafkaUnavailable(Unavailable):
@@ -30,4 +32,4 @@ class KafkaUnavailable(Unavailable):
 
 
 class Overloaded(Unavailable):
-    pass
+    cause = "overloaded"

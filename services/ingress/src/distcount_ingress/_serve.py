@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 from distcount_config import Settings
 from distcount_ingress._app import create_app
 from distcount_ingress._publisher import KafkaPublisher
+from distcount_metrics import ingress_metrics
 from distcount_store import create_pool
 
 log = logging.getLogger("distcount.ingress")
@@ -41,6 +42,8 @@ _GC_THRESHOLDS = (50_000, 20, 10)
 async def serve(settings: Settings) -> None:
     """Serve until SIGINT, SIGTERM or cancellation, on the running loop (`run` gives uvloop)."""
     publisher = KafkaPublisher(settings)
+    metrics = ingress_metrics(settings.metrics)
+    metrics.watch_inflight_sends(lambda: publisher.inflight_sends)
     pool = await create_pool(
         settings.database_url, min_size=0, max_size=_POOL_MAX_SIZE, timeout_s=_CONNECT_TIMEOUT_S
     )
@@ -51,11 +54,12 @@ async def serve(settings: Settings) -> None:
         if not await publisher.wait_started(_STARTUP_WAIT_S):
             log.warning("Kafka does not answer yet: increments get 503 until it does")
         try:
-            yield
+            async with metrics.reporting():
+                yield
         finally:
             await _close(publisher, pool)
 
-    app = create_app(settings, publisher, pool, lifespan=lifespan)
+    app = create_app(settings, publisher, pool, metrics=metrics, lifespan=lifespan)
     config = uvicorn.Config(
         app,
         host=settings.http_host,

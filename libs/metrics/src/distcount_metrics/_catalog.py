@@ -1,0 +1,181 @@
+"""Every metric distcount emits, in one table: the README's catalog and the dashboard are checked
+against it, and the hooks refer to its entries, so no other code spells a metric's name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+PREFIX: Final = "distcount"
+
+
+class Kind(StrEnum):
+    COUNTER = "counter"  # StatsD `c`, summed in the process and sent once per tick
+    GAUGE = "gauge"  # StatsD `g`, read when the tick comes
+    TIMER = "timer"  # StatsD `ms`, one line per observation (sampled where per event)
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # after the prefix
+    kind: Kind
+    tags: tuple[str, ...]
+    unit: str
+    meaning: str
+    # observed once per request or record, hence sampled at DISTCOUNT_METRICS_SAMPLE_RATE
+    per_event: bool = False
+
+    @property
+    def full_name(self) -> str:
+        return f"{PREFIX}.{self.name}"
+
+
+# -- ingress ------------------------------------------------------------------------------------
+REQUESTS: Final = Metric(
+    "ingress.requests",
+    Kind.COUNTER,
+    ("route", "status"),
+    "requests",
+    "HTTP requests answered, by route and status code",
+)
+REQUEST_DURATION: Final = Metric(
+    "ingress.request.duration",
+    Kind.TIMER,
+    ("route",),
+    "ms",
+    "time from routing a request to its answer",
+    per_event=True,
+)
+PRODUCE_DURATION: Final = Metric(
+    "ingress.produce.duration",
+    Kind.TIMER,
+    ("path",),
+    "ms",
+    "time Kafka took to acknowledge a request's records (path: single or batch)",
+    per_event=True,
+)
+INFLIGHT_SENDS: Final = Metric(
+    "ingress.inflight_sends",
+    Kind.GAUGE,
+    (),
+    "requests",
+    "requests waiting for Kafka's acknowledgement",
+)
+UNAVAILABLE: Final = Metric(
+    "ingress.unavailable",
+    Kind.COUNTER,
+    ("cause",),
+    "requests",
+    "503 answers, by cause: kafka, overloaded (too many in flight) or postgres",
+)
+
+# -- aggregator ---------------------------------------------------------------------------------
+RECORDS_IN: Final = Metric(
+    "aggregator.records_in",
+    Kind.COUNTER,
+    (),
+    "records",
+    "Kafka records fetched for folding",
+)
+DEAD_LETTERS: Final = Metric(
+    "aggregator.dead_letters",
+    Kind.COUNTER,
+    (),
+    "records",
+    "records that break the contract, sent to the dead-letter topic",
+)
+LIVE_ENTRIES: Final = Metric(
+    "aggregator.live_entries",
+    Kind.GAUGE,
+    (),
+    "entries",
+    "(bucket, key) deltas held in memory, waiting for a flush",
+)
+FLUSH_DURATION: Final = Metric(
+    "aggregator.flush.duration",
+    Kind.TIMER,
+    ("reason",),
+    "ms",
+    "one partition's flush transaction, committed or not (reason: tick, memory, revocation, "
+    "shutdown)",
+)
+FLUSH_ROWS: Final = Metric(
+    "aggregator.flush.rows",
+    Kind.TIMER,
+    (),
+    "rows",
+    "event rows written by one committed partition flush (a distribution, sent as a timer)",
+)
+FLUSH_FAILURES: Final = Metric(
+    "aggregator.flush.failures",
+    Kind.COUNTER,
+    (),
+    "flushes",
+    "partition flushes that failed and were kept for a retry",
+)
+FLUSH_RETRIES: Final = Metric(
+    "aggregator.flush.retries",
+    Kind.COUNTER,
+    (),
+    "flushes",
+    "partition flushes attempted again after a failure",
+)
+FLUSH_FENCED: Final = Metric(
+    "aggregator.flush.fenced",
+    Kind.COUNTER,
+    (),
+    "flushes",
+    "partition flushes refused because another aggregator had flushed the partition",
+)
+CONSUMER_LAG: Final = Metric(
+    "aggregator.consumer_lag",
+    Kind.GAUGE,
+    ("partition",),
+    "records",
+    "records in the partition not folded yet (high watermark minus position)",
+)
+DELAY: Final = Metric(
+    "aggregator.delay",
+    Kind.TIMER,
+    (),
+    "ms",
+    "end-to-end delay: flush commit time minus the record's timestamp",
+    per_event=True,
+)
+
+# -- both services ------------------------------------------------------------------------------
+MEMORY_RSS: Final = Metric(
+    "process.memory_rss",
+    Kind.GAUGE,
+    ("service",),
+    "bytes",
+    "resident memory of the process",
+)
+LOOP_LAG: Final = Metric(
+    "process.loop_lag",
+    Kind.GAUGE,
+    ("service",),
+    "ms",
+    "worst event-loop delay seen since the last tick (how late a timer fired)",
+)
+
+CATALOG: Final[tuple[Metric, ...]] = (
+    REQUESTS,
+    REQUEST_DURATION,
+    PRODUCE_DURATION,
+    INFLIGHT_SENDS,
+    UNAVAILABLE,
+    RECORDS_IN,
+    DEAD_LETTERS,
+    LIVE_ENTRIES,
+    FLUSH_DURATION,
+    FLUSH_ROWS,
+    FLUSH_FAILURES,
+    FLUSH_RETRIES,
+    FLUSH_FENCED,
+    CONSUMER_LAG,
+    DELAY,
+    MEMORY_RSS,
+    LOOP_LAG,
+)
