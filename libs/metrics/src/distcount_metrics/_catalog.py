@@ -37,14 +37,15 @@ REQUESTS: Final = Metric(
     Kind.COUNTER,
     ("route", "status"),
     "requests",
-    "HTTP requests answered, by route and status code",
+    "HTTP requests answered; route: increment, increments, counter, live, ready, openapi, or "
+    "unmatched (404 and 405 from the router)",
 )
 REQUEST_DURATION: Final = Metric(
     "ingress.request.duration",
     Kind.TIMER,
     ("route",),
     "ms",
-    "time from routing a request to its answer",
+    "time from routing a request to its answer (unmatched requests are not timed)",
     per_event=True,
 )
 PRODUCE_DURATION: Final = Metric(
