@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import re
 import signal
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -17,6 +22,36 @@ from tests.conftest import Services
 from tests.integration.conftest import CliRunner, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.devstack]
+
+
+# a reader thread per process, feeding its lines to a queue
+_pumps: dict[int, queue.Queue[str]] = {}
+
+
+def _read_until(
+    process: subprocess.Popen[str], patterns: dict[str, re.Pattern[str]], timeout_s: float
+) -> set[str]:
+    """The names of `patterns` seen in the process's output before `timeout_s`."""
+    assert process.stdout is not None
+    found: set[str] = set()
+    lines = _pumps.get(process.pid)
+    if lines is None:
+        lines = _pumps[process.pid] = queue.Queue()
+        queued = lines
+
+        def pump() -> None:
+            for line in process.stdout or ():
+                queued.put(line)
+
+        threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout_s
+    while found != set(patterns) and (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        found.update(name for name, pattern in patterns.items() if pattern.search(line))
+    return found
 
 
 def _pids(status_output: str) -> dict[str, tuple[str, str]]:
@@ -150,6 +185,7 @@ def test_up_uses_services_that_already_run(
         "DISTCOUNT_DATABASE_URL": services.database_url,
         "DISTCOUNT_TOPIC": topic,
         "DISTCOUNT_PARTITIONS": "2",
+        "DISTCOUNT_METRICS_INTERVAL_MS": "200",
     }
 
     try:
@@ -169,6 +205,35 @@ def test_up_uses_services_that_already_run(
             ("ingress", "healthy", "local"),
             ("aggregator", "healthy", "local"),
         ]
+
+        # the stack's services print metrics on the console; `dev metrics --follow` shows them
+        follow = subprocess.Popen(
+            [sys.executable, "-m", "distcount_cli", "dev", "metrics", "--follow"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            # once it shows the latest blocks, what comes next is printed as it comes
+            started = {"ingress": re.compile(r"metrics of the ingress, last")}
+            assert _read_until(follow, started, timeout_s=30) == {"ingress"}
+            port = env["DISTCOUNT_HTTP_PORT"]
+            answer = httpx.post(f"http://127.0.0.1:{port}/increment", json={"key": "m", "value": 1})
+            assert answer.status_code == 202
+            wanted = {
+                "count": re.compile(r"ingress.requests\{route:increment,status:202\}\s+1 \("),
+                # every event is timed under `dev up`: one request shows
+                "timing": re.compile(r"ingress.request.duration\{route:increment\}\s+n=1  p50"),
+                "aggregator": re.compile(r"metrics of the aggregator, last"),
+            }
+            found = _read_until(follow, wanted, timeout_s=30)
+            assert found == set(wanted), f"missing {set(wanted) - found}"
+        finally:
+            follow.terminate()
+            follow.wait(10)
+            assert follow.stdout is not None
+            follow.stdout.close()
     finally:
         run_cli("dev", "down", env=env)
     topics = asyncio.run(_topics(services.kafka_bootstrap))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 
 import httpx
 import orjson
@@ -17,6 +18,7 @@ import pytest
 from distcount_config import Settings, load
 from distcount_ingress import KafkaUnavailable, Overloaded, Unavailable, create_app
 from distcount_ingress._batcher import Batcher
+from distcount_metrics import ingress_metrics
 from distcount_store import DatabaseUnavailable
 
 MAX_BODY_BYTES = 1024
@@ -549,3 +551,89 @@ async def test_a_batch_handed_over_but_not_acknowledged_in_time_is_answered_at_t
     producer.acknowledgements[0].set_result(None)
     await batcher.wait_delivered(1)
     assert await outcome == error  # a late acknowledgement does not turn the 503 into a 202
+
+
+# -- metrics: what each answer reports, through the real hooks and recorder ----------------------
+
+
+@dataclass(frozen=True)
+class _MetricsOptions:
+    reporter: str = "console"
+    statsd_host: str = "127.0.0.1"
+    statsd_port: int = 8125
+    interval_ms: int = 60_000
+    sample_rate: float = 1.0
+    tags: tuple[str, ...] = ()
+
+
+async def test_each_answer_is_counted_by_route_and_status(
+    settings: Settings, publisher: FakePublisher, counters: FakeCounters
+) -> None:
+    metrics = ingress_metrics(_MetricsOptions())
+    app = create_app(settings, publisher, counters, metrics=metrics)
+    counters.totals["c1"] = 5
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://ingress"
+    ) as client:
+        await _post(client, "/increment", b'{"key": "c1", "value": 1}', JSON)
+        await _post(client, "/increment", b'{"key": "c1", "value": 1}', JSON)
+        await _post(client, "/increment", b'{"key": "c1"}', JSON)
+        await _post(client, "/increments", b'{"increments": [{"key": "c1", "value": 2}]}', JSON)
+        await client.get("/counters/c1")
+        await client.get("/counters/nope")
+        await client.get("/nowhere")
+        await client.get("/increment")  # 405
+        publisher.failure = Overloaded("too many")
+        await _post(client, "/increment", b'{"key": "c1", "value": 1}', JSON)
+        publisher.failure = KafkaUnavailable("no ack")
+        await _post(client, "/increments", b'{"increments": [{"key": "c1", "value": 1}]}', JSON)
+        counters.failure = DatabaseUnavailable("down")
+        await client.get("/counters/c1")
+    snapshot = metrics._recorder.collect(1.0)  # type: ignore[attr-defined]
+
+    counts = {(mt.name, tags): n for mt, tags, n in snapshot.counters}
+    assert counts == {
+        ("ingress.requests", ("increment", 202)): 2,
+        ("ingress.requests", ("increment", 422)): 1,
+        ("ingress.requests", ("increment", 503)): 1,
+        ("ingress.requests", ("increments", 202)): 1,
+        ("ingress.requests", ("increments", 503)): 1,
+        ("ingress.requests", ("counter", 200)): 1,
+        ("ingress.requests", ("counter", 404)): 1,
+        ("ingress.requests", ("counter", 503)): 1,
+        ("ingress.requests", ("unmatched", 404)): 1,
+        ("ingress.requests", ("unmatched", 405)): 1,
+        ("ingress.unavailable", ("overloaded",)): 1,
+        ("ingress.unavailable", ("kafka",)): 1,
+        ("ingress.unavailable", ("postgres",)): 1,
+    }
+    timed = {(mt.name, tags): len(values) for mt, tags, _, values in snapshot.timers}
+    # unmatched requests are counted, not timed; produce time only for acknowledged records
+    assert timed == {
+        ("ingress.request.duration", ("increment",)): 4,
+        ("ingress.request.duration", ("increments",)): 2,
+        ("ingress.request.duration", ("counter",)): 3,
+        ("ingress.produce.duration", ("single",)): 2,
+        ("ingress.produce.duration", ("batch",)): 1,
+    }
+
+
+async def test_a_handler_that_fails_is_counted_as_500(
+    settings: Settings, publisher: FakePublisher
+) -> None:
+    class Broken:
+        async def read(self, key: str) -> int | None:
+            raise RuntimeError("a bug")
+
+        async def check(self, timeout_s: float) -> None:
+            pass
+
+    metrics = ingress_metrics(_MetricsOptions())
+    app = create_app(settings, publisher, Broken(), metrics=metrics)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as client:
+        assert (await client.get("/counters/c1")).status_code == 500
+    snapshot = metrics._recorder.collect(1.0)  # type: ignore[attr-defined]
+    assert [(mt.name, tags, n) for mt, tags, n in snapshot.counters] == [
+        ("ingress.requests", ("counter", 500), 1)
+    ]

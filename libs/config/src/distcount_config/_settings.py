@@ -45,6 +45,9 @@ class DevSettings:
     # the stack then uses those services and starts only the rest.
     external_kafka: bool
     external_postgres: bool
+    # unset: the stack's services print their metrics on the console, every event timed
+    metrics_chosen: bool
+    sample_rate_chosen: bool
 
     @property
     def local_kafka_bootstrap(self) -> str:
@@ -279,6 +282,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         java_home=Path(env["JAVA_HOME"]) if env.get("JAVA_HOME") else None,
         external_kafka=r.is_set("KAFKA_BOOTSTRAP"),
         external_postgres=r.is_set("DATABASE_URL"),
+        metrics_chosen=r.is_set("METRICS"),
+        sample_rate_chosen=r.is_set("METRICS_SAMPLE_RATE"),
     )
     if len({dev.kafka_port, dev.kafka_controller_port, dev.postgres_port}) < 3:
         raise ConfigError(

@@ -9,6 +9,10 @@ from pathlib import Path
 
 from distcount_devstack._errors import DevStackError
 from distcount_devstack._process import ProcessRecord, is_alive, spawn, tail
+from distcount_metrics import console_blocks
+
+# the end of a log worth reading for the latest metrics block
+_METRICS_TAIL_BYTES = 256 * 1024
 
 
 class ServiceNode:
@@ -22,6 +26,17 @@ class ServiceNode:
         return spawn(
             [sys.executable, "-m", "distcount_cli", self.name], self.log, extra_env=extra_env
         )
+
+    def metrics_blocks(self) -> list[str]:
+        """The console metrics blocks near the end of the service's log, oldest first."""
+        try:
+            with self.log.open("rb") as log:
+                size = log.seek(0, 2)
+                log.seek(max(0, size - _METRICS_TAIL_BYTES))
+                text = log.read().decode(errors="replace")
+        except FileNotFoundError:
+            return []
+        return console_blocks(text)
 
     async def wait_alive(self, record: ProcessRecord, settle_s: float) -> None:
         """A service that fails on its settings or connections exits within its first seconds."""

@@ -144,6 +144,12 @@ class Stack:
             "DISTCOUNT_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "DISTCOUNT_DATABASE_URL": self.database_url,
         }
+        if not self.dev.metrics_chosen:
+            # like a development server: metrics on the console (`distcount dev metrics`), where
+            # a single request's timing should show
+            env["DISTCOUNT_METRICS"] = "console"
+            if not self.dev.sample_rate_chosen:
+                env["DISTCOUNT_METRICS_SAMPLE_RATE"] = "1"
         waits = []
         for name, node in self.services.items():
             if _alive(state, name):

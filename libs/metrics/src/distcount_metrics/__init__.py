@@ -4,7 +4,7 @@ console every tick. `_catalog.py` lists every metric; start reading there, then 
 
 from distcount_metrics._build import Options, aggregator_metrics, build_sink, ingress_metrics
 from distcount_metrics._catalog import CATALOG, PREFIX, Kind, Metric
-from distcount_metrics._console import ConsoleSink
+from distcount_metrics._console import ConsoleSink, console_blocks
 from distcount_metrics._hooks import (
     AggregatorMetrics,
     IngressMetrics,
@@ -35,6 +35,7 @@ __all__ = [
     "StatsdSink",
     "aggregator_metrics",
     "build_sink",
+    "console_blocks",
     "ingress_metrics",
     "memory_rss_bytes",
 ]

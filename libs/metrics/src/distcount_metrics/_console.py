@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
-from typing import TextIO
+from typing import Final, TextIO
 
 from distcount_metrics._catalog import Metric
 from distcount_metrics._recorder import Snapshot, TagValues
+
+# the first line of a block: "12:00:05 metrics of the ingress, last 5.0 s:"
+_HEADER: Final = re.compile(r"^\d\d:\d\d:\d\d metrics of the [a-z]+, last ")
+
+
+def console_blocks(text: str) -> list[str]:
+    """The console blocks found in `text` (a service's output, log lines mixed in), in order."""
+    blocks: list[list[str]] = []
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if _HEADER.match(line):
+            current = [line]
+            blocks.append(current)
+        elif current is not None and line.startswith("  "):
+            current.append(line)
+        else:
+            current = None
+    return ["\n".join(block) for block in blocks]
 
 
 class ConsoleSink:
@@ -26,7 +45,7 @@ class ConsoleSink:
         for metric, tags, rate, values in snapshot.timers:
             rows.append((_label(metric, tags), _summary(metric, rate, values)))
         for metric, tags, value in snapshot.gauges:
-            rows.append((_label(metric, tags), f"{value:,.0f} {metric.unit}"))
+            rows.append((_label(metric, tags), _gauge(metric, value)))
         if not rows:
             lines.append("  (nothing happened)")
         width = max((len(label) for label, _ in rows), default=0)
@@ -36,6 +55,14 @@ class ConsoleSink:
 
     def close(self) -> None:
         pass
+
+
+def _gauge(metric: Metric, value: float) -> str:
+    if metric.unit == "bytes":
+        return f"{value / 1048576:,.1f} MiB"
+    if isinstance(value, int) or value.is_integer():
+        return f"{value:,.0f} {metric.unit}"
+    return f"{value:,.1f} {metric.unit}"
 
 
 def _label(metric: Metric, tags: TagValues) -> str:

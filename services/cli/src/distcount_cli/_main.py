@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import logging
 import sys
+import time
 from collections.abc import Sequence
 
 from distcount_cli import _client
@@ -32,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     status = dev_commands.add_parser("status", help="each process with its pid and health")
     status.add_argument(
         "--env", action="store_true", help="print export lines for every endpoint instead"
+    )
+    metrics = dev_commands.add_parser(
+        "metrics", help="the latest metrics the stack's ingress and aggregator printed"
+    )
+    metrics.add_argument(
+        "-f", "--follow", action="store_true", help="keep printing new ones until Ctrl-C"
     )
 
     commands.add_parser("migrate", help="apply the SQL migrations that are missing")
@@ -103,6 +111,8 @@ def _dev(args: argparse.Namespace, stack: Stack) -> int:
     if args.dev_command == "down":
         stack.down(purge=args.purge)
         return 0
+    if args.dev_command == "metrics":
+        return _print_metrics(stack, follow=args.follow)
     if args.env:
         print("\n".join(stack.env_lines()))
         return 0
@@ -118,6 +128,36 @@ def _print_status(stack: Stack) -> int:
         print(f"{row.name:<10} {pid:>8}  {state:<12} {row.origin:<9} {row.endpoint}")
     print(f"state folder: {stack.dev.state_dir}")
     return 0 if all(row.healthy for row in rows) else EXIT_UNHEALTHY
+
+
+def _print_metrics(stack: Stack, follow: bool) -> int:
+    last: dict[str, str] = {}
+    missing: set[str] = set()
+    for round_ in itertools.count():
+        for name, node in stack.services.items():
+            blocks = node.metrics_blocks()
+            if not blocks:
+                missing.add(name)
+                continue
+            missing.discard(name)
+            # what was printed last, and everything after it (or only the latest, at first)
+            start = blocks.index(last[name]) + 1 if last.get(name) in blocks else len(blocks) - 1
+            for block in blocks[start:]:
+                print(block, flush=True)
+            last[name] = blocks[-1]
+        if round_ == 0:
+            for name in sorted(missing):
+                print(
+                    f"the {name} has printed no metrics in {stack.services[name].log}: "
+                    "`distcount dev up` runs it with DISTCOUNT_METRICS=console unless "
+                    "DISTCOUNT_METRICS is set, and it prints every DISTCOUNT_METRICS_INTERVAL_MS",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        if not follow:
+            break
+        time.sleep(1.0)
+    return EXIT_ERROR if missing else 0
 
 
 async def _migrate(settings: Settings) -> int:
