@@ -120,7 +120,7 @@ async def test_dogstatsd_lines_carry_names_types_and_tags(daemon: Daemon) -> Non
     rss = [x for x in lines if x["name"] == m.MEMORY_RSS.full_name]
     assert rss
     assert float(rss[0]["value"] or 0) > 1_000_000
-    assert rss[0]["tags"] == "service:ingress,env:test,team:a"
+    assert rss[0]["tags"] == "component:ingress,env:test,team:a"
     assert any(x["name"] == m.LOOP_LAG.full_name for x in lines)
 
 

@@ -149,14 +149,14 @@ DELAY: Final = Metric(
 MEMORY_RSS: Final = Metric(
     "process.memory_rss",
     Kind.GAUGE,
-    ("service",),
+    ("component",),
     "bytes",
-    "resident memory of the process",
+    "resident memory of the process (component: ingress or aggregator)",
 )
 LOOP_LAG: Final = Metric(
     "process.loop_lag",
     Kind.GAUGE,
-    ("service",),
+    ("component",),
     "ms",
     "worst event-loop delay seen since the last tick (how late a timer fired)",
 )

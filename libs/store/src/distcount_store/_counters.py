@@ -73,16 +73,16 @@ class Fenced:
     stored_offset: int | None
 
 
-async def flush_partition(conn: Conn, flush: PartitionFlush) -> Fenced | None:
-    """Write one partition's deltas and advance its offset in one transaction; None on success."""
+async def flush_partition(conn: Conn, flush: PartitionFlush) -> Fenced | int:
+    """Write one partition's deltas and advance its offset in one transaction; on success, the
+    number of event rows written (deltas that summed to zero write none)."""
     ident = (flush.group_id, flush.topic, flush.partition)
     try:
         async with conn.transaction():
             stored = await conn.fetchval(_LOCK_OFFSET, *ident)
             if stored != flush.expected_offset:
                 return Fenced(stored)
-            if flush.deltas:
-                await _write_deltas(conn, flush.deltas)
+            rows = await _write_deltas(conn, flush.deltas) if flush.deltas else 0
             if stored is None:
                 await conn.execute(_INSERT_OFFSET, *ident, flush.next_offset)
             else:
@@ -90,10 +90,10 @@ async def flush_partition(conn: Conn, flush: PartitionFlush) -> Fenced | None:
     except asyncpg.UniqueViolationError:
         # another process inserted the partition's first row between our read and our insert
         return Fenced(await read_offset(conn, flush.group_id, flush.topic, flush.partition))
-    return None
+    return rows
 
 
-async def _write_deltas(conn: Conn, deltas: Mapping[int, Mapping[str, int]]) -> None:
+async def _write_deltas(conn: Conn, deltas: Mapping[int, Mapping[str, int]]) -> int:
     keys: list[str] = []
     starts: list[int] = []
     values: list[int] = []
@@ -109,7 +109,7 @@ async def _write_deltas(conn: Conn, deltas: Mapping[int, Mapping[str, int]]) -> 
             [values[i] for i in kept],
         )
     if not keys:
-        return
+        return 0
     if len(deltas) == 1:
         totals = dict(zip(keys, values, strict=True))  # one bucket: a key appears once
     else:
@@ -123,6 +123,7 @@ async def _write_deltas(conn: Conn, deltas: Mapping[int, Mapping[str, int]]) -> 
     await conn.execute(_INSERT_EVENTS_WIDE if wide else _INSERT_EVENTS, keys, starts, values)
     if sorted_keys:
         await conn.execute(_UPSERT_TOTALS_WIDE if wide else _UPSERT_TOTALS, sorted_keys, sums)
+    return len(keys)
 
 
 def _needs_numeric(values: list[int]) -> bool:

@@ -214,19 +214,23 @@ class Aggregator:
             task.add_done_callback(self._background.discard)
         return ok
 
-    async def _flush_one(self, state: PartitionState, reason: str) -> Fenced | None:
+    async def _flush_one(self, state: PartitionState, reason: str) -> Fenced | int:
+        """Flush one partition: the event rows written, or `Fenced`."""
         start = time.perf_counter()
-        outcome = "failed"
+        outcome, rows = "failed", 0
         try:
             result = await self._write(state)
-            outcome = "committed" if result is None else "fenced"
+            if isinstance(result, Fenced):
+                outcome = "fenced"
+            else:
+                outcome, rows = "committed", result
             return result
         finally:
             self._metrics.on_flush(
-                state.partition, reason, outcome, state.entries, time.perf_counter() - start
+                state.partition, reason, outcome, rows, time.perf_counter() - start
             )
 
-    async def _write(self, state: PartitionState) -> Fenced | None:
+    async def _write(self, state: PartitionState) -> Fenced | int:
         await self._dead_letters.settle(state.dead_letters)
         assert state.folded_until is not None
         flush = PartitionFlush(
