@@ -147,9 +147,11 @@ class Aggregator:
         returned, so storing it loses nothing, and an idle partition shows no lag."""
         for partition, state in self._states.items():
             position = await self._consumer.position(TopicPartition(self._topic, partition))
-            moved = state.position is None or position > state.position
-            if moved and position > (state.stored_offset or 0):
-                state.position = state.folded_until = position
+            if state.position is None or position > state.position:
+                # an empty partition gets a position too, so its lag can be reported
+                state.position = position
+                if position > (state.stored_offset or 0):
+                    state.folded_until = position
 
     async def _dead_letter(self, state: PartitionState, record: Any, reason: str) -> None:
         state.dead_letters.append(await self._dead_letters.send(record, reason, self._topic))
