@@ -301,7 +301,10 @@ async def run_ours(
     script: Path,
     args: argparse.Namespace,
     log_dir: Path,
+    side: str = "ours",
+    settings: dict[str, str] | None = None,
 ) -> LoadResult:
+    """`distcount ingress` under load; `settings`: more DISTCOUNT_ variables for it."""
     port = free_port()
     env = child_env(
         {
@@ -310,19 +313,20 @@ async def run_ours(
             "DISTCOUNT_TOPIC": topic,
             "DISTCOUNT_HTTP_HOST": "127.0.0.1",
             "DISTCOUNT_HTTP_PORT": str(port),
+            **(settings or {}),
         }
     )
     idle = await background_busy(args.wait_quiet_s)
-    say(f"run {index} ours: spawning `distcount ingress` on port {port}")
+    say(f"run {index} {side}: spawning `distcount ingress` on port {port}")
     child = await Child.spawn(
         "ingress",
         [PYTHON, "-m", "distcount_cli", "ingress"],
         env,
-        log_dir / f"run{index}-ours.log",
+        log_dir / f"run{index}-{side.replace(' ', '-')}.log",
     )
     try:
         result = await load_one(
-            "ours",
+            side,
             index,
             child,
             port,
@@ -335,7 +339,7 @@ async def run_ours(
         return result
     finally:
         status, seconds = await child.stop()
-        say(f"run {index} ours: stopped (exit status {status}, {seconds:.2f} s after SIGTERM)")
+        say(f"run {index} {side}: stopped (exit status {status}, {seconds:.2f} s after SIGTERM)")
 
 
 # -- the report -----------------------------------------------------------------------------------

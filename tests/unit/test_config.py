@@ -37,7 +37,7 @@ def test_defaults() -> None:
     assert settings.metrics.reporter == "statsd"
     assert (settings.metrics.statsd_host, settings.metrics.statsd_port) == ("127.0.0.1", 8125)
     assert settings.metrics.interval_ms == 5000
-    assert settings.metrics.sample_rate == 0.1
+    assert settings.metrics.sample_rate == 0.01
     assert settings.metrics.tags == ()
 
 

@@ -24,6 +24,7 @@ from distcount_metrics import (
     ingress_metrics,
 )
 from distcount_metrics import _catalog as m
+from distcount_metrics._recorder import MAX_SAMPLES_PER_TICK
 from distcount_metrics._statsd import MAX_PACKET_BYTES, format_rate
 
 # name:value|type[|@rate][|#tags]
@@ -110,9 +111,7 @@ async def test_dogstatsd_lines_carry_names_types_and_tags(daemon: Daemon) -> Non
     assert {x["type"] for x in durations} == {"ms"}
     assert {float(x["value"] or 0) for x in durations} == {2.0, 1.0}
     produce = [x for x in lines if x["name"] == m.PRODUCE_DURATION.full_name]
-    assert [(x["value"], x["tags"]) for x in produce] == [
-        ("4.000000", "path:batch,env:test,team:a")
-    ]
+    assert [(x["value"], x["tags"]) for x in produce] == [("4.000", "path:batch,env:test,team:a")]
     inflight = [x for x in lines if x["name"] == m.INFLIGHT_SENDS.full_name]
     assert inflight
     assert all(x["type"] == "g" and x["value"] == "7" for x in inflight)
@@ -148,42 +147,57 @@ async def test_plain_statsd_puts_tag_values_in_the_name(daemon: Daemon) -> None:
     }
     assert any(x["name"] == "distcount.process.memory_rss.aggregator" for x in lines)
     assert {x["value"] for x in lines if x["name"] == m.LIVE_ENTRIES.full_name} == {"42"}
+    # one record of the fetch drawn for the delay, standing for the ten
     delays = [x for x in lines if x["name"] == m.DELAY.full_name]
-    assert len(delays) == 10
-    assert all(x["type"] == "ms" for x in delays)
+    assert [(x["type"], x["rate"]) for x in delays] == [("ms", "0.1")]
 
 
 async def test_per_event_timers_are_sampled_and_carry_their_rate(daemon: Daemon) -> None:
     metrics = ingress_metrics(Options(statsd_port=daemon.port, sample_rate=0.1))
-    events = 20_000
+    events = 5_000
     async with metrics.reporting():
         for i in range(events):
-            metrics.on_request("increment", 202, 0.001)
+            started = metrics.start_timer()  # a draw at the sample rate
+            metrics.on_request("increment", 202, None if started is None else 0.001)
             if i % 1000 == 0:
                 await asyncio.sleep(0)  # let ticks happen
     lines = daemon.parsed()
 
     durations = [x for x in lines if x["name"] == m.REQUEST_DURATION.full_name]
     assert {x["rate"] for x in durations} == {"0.1"}
-    # binomial(20000, 0.1): mean 2000, standard deviation 42; 6 of them either side
-    assert 1750 < len(durations) < 2250
+    # binomial(5000, 0.1): mean 500, standard deviation 21; about 5 of them either side
+    assert 400 < len(durations) < 600
     # counters are never sampled: exact
     requests = [x for x in lines if x["name"] == m.REQUESTS.full_name]
     assert all(x["rate"] is None for x in requests)
     assert _sum(lines, m.REQUESTS.full_name) == events
 
 
-async def test_delays_sample_one_record_in_n_exactly_across_batches(daemon: Daemon) -> None:
+async def test_a_large_fetch_gives_one_delay_standing_for_all_its_records(
+    daemon: Daemon,
+) -> None:
     metrics = aggregator_metrics(Options(statsd_port=daemon.port, sample_rate=0.01))
     async with metrics.reporting():
-        for batch in range(7):  # batch sizes that are not multiples of 100
+        for batch in range(7):
             records = [SimpleNamespace(timestamp=1, offset=batch * 1000 + i) for i in range(333)]
             metrics.on_fetched(2, records)
         metrics.on_flush(2, "tick", "committed", 1, 0.01)
     delays = [x for x in daemon.parsed() if x["name"] == m.DELAY.full_name]
-    # records 0, 100, ... 2300 of the 2331 fetched
-    assert len(delays) == 24
-    assert {x["rate"] for x in delays} == {"0.01"}
+    # the cost stays one draw a fetch, however many records it holds
+    assert [x["rate"] for x in delays] == ["0.003003"] * 7
+
+
+async def test_small_fetches_are_drawn_at_the_sample_rate(daemon: Daemon) -> None:
+    metrics = aggregator_metrics(Options(statsd_port=daemon.port, sample_rate=0.1))
+    fetches = 5_000
+    async with metrics.reporting():
+        for offset in range(fetches):
+            metrics.on_fetched(0, [SimpleNamespace(timestamp=1, offset=offset)])
+        metrics.on_flush(0, "tick", "committed", 1, 0.01)
+    delays = [x for x in daemon.parsed() if x["name"] == m.DELAY.full_name]
+    assert {x["rate"] for x in delays} == {"0.1"}
+    # binomial(5000, 0.1): mean 500, standard deviation 21
+    assert 400 < len(delays) < 600
 
 
 async def test_flush_outcomes_count_failures_retries_and_fencing(daemon: Daemon) -> None:
@@ -260,7 +274,7 @@ def test_console_block_lists_counters_timers_and_gauges() -> None:
     recorder = Recorder(0.5)
     recorder.count(m.REQUESTS, ("increment", 202), 25)
     for value in (1.0, 2.0, 3.0, 4.0):
-        recorder.time(m.REQUEST_DURATION, ("increment",), value)
+        recorder.time(m.REQUEST_DURATION, ("increment",), value, 0.5)
     recorder.watch(m.INFLIGHT_SENDS, lambda: {(): 3})
     out = io.StringIO()
     ConsoleSink("ingress", out).send(recorder.collect(5.0))
@@ -292,3 +306,21 @@ def test_every_catalog_metric_has_a_kind_and_unique_name() -> None:
     assert all(metric.kind in Kind for metric in CATALOG)
     # a per-event metric is a timer: counters are summed exactly, gauges read at the tick
     assert all(metric.kind is Kind.TIMER for metric in CATALOG if metric.per_event)
+
+
+def test_past_the_cap_a_tick_keeps_a_uniform_sample_and_says_its_rate() -> None:
+    recorder = Recorder(0.1)
+    seen = 5 * MAX_SAMPLES_PER_TICK
+    for value in range(seen):
+        recorder.time(m.REQUEST_DURATION, ("increment",), float(value), 0.1)
+    [(metric, tags, rate, values)] = recorder.collect(1.0).timers
+    assert (metric, tags) == (m.REQUEST_DURATION, ("increment",))
+    assert len(values) == MAX_SAMPLES_PER_TICK
+    # one in five of what was drawn at 0.1 is kept: the daemon scales by 1/0.02
+    assert rate == pytest.approx(0.1 / 5)
+    # a uniform sample of the whole tick, not its first observations: mean near 2,500
+    assert abs(sum(values) / len(values) - seen / 2) < seen * 0.05
+    # the next tick starts afresh
+    recorder.time(m.REQUEST_DURATION, ("increment",), 1.0, 0.1)
+    [(_, _, rate, values)] = recorder.collect(1.0).timers
+    assert (rate, values) == (0.1, [1.0])

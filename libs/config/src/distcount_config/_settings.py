@@ -329,7 +329,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
                 "METRICS_INTERVAL_MS", 5000, _int_in(10, 3_600_000), "milliseconds, 10..3600000"
             ),
             sample_rate=r.get(
-                "METRICS_SAMPLE_RATE", 0.1, _sample_rate, "a fraction 0.0001..1, such as 0.1"
+                "METRICS_SAMPLE_RATE", 0.01, _sample_rate, "a fraction 0.0001..1, such as 0.01"
             ),
             tags=r.get(
                 "METRICS_TAGS",

@@ -16,7 +16,9 @@ class Kind(StrEnum):
     TIMER = "timer"  # StatsD `ms`, one line per observation (sampled where per event)
 
 
-@dataclass(frozen=True)
+# eq=False: a metric is its one catalog entry, hashed by identity, which keeps the dict updates
+# of the hot paths cheap (a field-wise hash runs the enum's Python-level __hash__ every time)
+@dataclass(frozen=True, eq=False)
 class Metric:
     name: str  # after the prefix
     kind: Kind

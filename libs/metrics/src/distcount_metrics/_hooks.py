@@ -7,10 +7,11 @@ and whether this one is sampled, is decided here.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from random import random
+from time import perf_counter
 from typing import Any, Final
 
 from distcount_metrics import _catalog as m
@@ -37,12 +38,19 @@ class IngressMetrics:
         """Report every tick while the context runs, and once more when it ends."""
         return _not_reporting()
 
+    def start_timer(self) -> float | None:
+        """`time.perf_counter()` if the request or send about to start is one to time (drawn
+        at the sample rate), else None; what it measures goes to `on_request` or `on_produced`.
+        Drawing first spares the clock reads of the events not timed."""
+        return None
+
     def on_request(self, route: str, status: int, duration_s: float | None) -> None:
         """A request to `route` (a route's name, not its path) was answered `status`, after
-        `duration_s` (None: not timed, such as a request no route matched)."""
+        `duration_s` (from a `start_timer()` that was not None; else None: not timed)."""
 
-    def on_produced(self, path: str, duration_s: float) -> None:
-        """Kafka acknowledged a request's records (`path`: "single" or "batch")."""
+    def on_produced(self, path: str, duration_s: float | None) -> None:
+        """Kafka acknowledged a request's records (`path`: "single" or "batch") after
+        `duration_s` (from a `start_timer()` that was not None; else None)."""
 
     def on_unavailable(self, cause: str) -> None:
         """A request was answered 503 because `cause` ("kafka", "overloaded", "postgres")."""
@@ -88,24 +96,56 @@ class RecordingIngressMetrics(IngressMetrics):
         self._recorder = recorder
         self._reporting = reporting
         self._rate = recorder.sample_rate
+        # What every request touches is kept here, in plain dicts keyed by plain values (no key
+        # to build per request), and handed to the recorder when a tick collects: route ->
+        # status -> answers, and per route (or path) the durations drawn, in ms.
+        self._requests: dict[str, dict[int, int]] = {}
+        self._durations: dict[str, list[float]] = {}
+        self._produced: dict[str, list[float]] = {}
+        recorder.before_collect(self._hand_over)
 
     def reporting(self) -> AbstractAsyncContextManager[None]:
         return self._reporting()
 
-    def on_request(self, route: str, status: int, duration_s: float | None) -> None:
-        self._recorder.count(m.REQUESTS, (route, status))
-        if duration_s is not None and random.random() < self._rate:
-            self._recorder.time(m.REQUEST_DURATION, (route,), duration_s * 1000)
+    def start_timer(self) -> float | None:
+        return perf_counter() if random() < self._rate else None
 
-    def on_produced(self, path: str, duration_s: float) -> None:
-        if random.random() < self._rate:
-            self._recorder.time(m.PRODUCE_DURATION, (path,), duration_s * 1000)
+    def on_request(self, route: str, status: int, duration_s: float | None) -> None:
+        answers = self._requests.get(route)
+        if answers is None:
+            answers = self._requests[route] = {}
+        answers[status] = answers.get(status, 0) + 1
+        if duration_s is not None:
+            durations = self._durations.get(route)
+            if durations is None:
+                durations = self._durations[route] = []
+            durations.append(duration_s * 1000)
+
+    def on_produced(self, path: str, duration_s: float | None) -> None:
+        if duration_s is not None:
+            durations = self._produced.get(path)
+            if durations is None:
+                durations = self._produced[path] = []
+            durations.append(duration_s * 1000)
 
     def on_unavailable(self, cause: str) -> None:
         self._recorder.count(m.UNAVAILABLE, (cause,))
 
     def watch_inflight_sends(self, read: Callable[[], int]) -> None:
         self._recorder.watch(m.INFLIGHT_SENDS, lambda: {(): read()})
+
+    def _hand_over(self) -> None:
+        requests, self._requests = self._requests, {}
+        for route, answers in requests.items():
+            for status, n in answers.items():
+                self._recorder.count(m.REQUESTS, (route, status), n)
+        for metric, lists in (
+            (m.REQUEST_DURATION, self._durations),
+            (m.PRODUCE_DURATION, self._produced),
+        ):
+            for name, values in lists.items():
+                self._recorder.time_all(metric, (name,), values, self._rate)
+        self._durations, self._produced = {}, {}
 
 
 class RecordingAggregatorMetrics(AggregatorMetrics):
@@ -114,24 +154,33 @@ class RecordingAggregatorMetrics(AggregatorMetrics):
     def __init__(self, recorder: Recorder, reporting: ReportingContext) -> None:
         self._recorder = recorder
         self._reporting = reporting
-        # one record in `_every` is kept for the delay: exactly, across batches
-        self._every = round(1 / recorder.sample_rate)
-        self._phase = 0
-        self._pending: dict[int, list[int]] = {}
+        self._rate = recorder.sample_rate
+        # per partition, (timestamp ms, sample rate) of the records drawn for the delay
+        self._pending: dict[int, list[tuple[int, float]]] = {}
         self._failed: set[int] = set()
 
     def reporting(self) -> AbstractAsyncContextManager[None]:
         return self._reporting()
 
     def on_fetched(self, partition: int, records: Sequence[Any]) -> None:
-        self._recorder.count(m.RECORDS_IN, (), len(records))
-        phase = self._phase
-        self._phase = (phase - len(records)) % self._every
+        n = len(records)
+        if not n:
+            return
+        self._recorder.count(m.RECORDS_IN, (), n)
+        # At most one record of a fetch is drawn for the delay, so its cost does not grow with
+        # the records: each is drawn with probability `rate`, or 1/n when a fetch holds more
+        # than 1/rate records, and its line says which.
+        expected = n * self._rate
+        if expected >= 1:
+            rate = 1 / n
+        elif random() < expected:
+            rate = self._rate
+        else:
+            return
+        timestamp = records[int(random() * n)].timestamp
         pending = self._pending.setdefault(partition, [])
-        if len(pending) < _MAX_PENDING_DELAYS:
-            pending.extend(
-                t for r in records[phase :: self._every] if (t := r.timestamp) is not None
-            )
+        if timestamp is not None and len(pending) < _MAX_PENDING_DELAYS:
+            pending.append((timestamp, rate))
 
     def on_dead_letter(self) -> None:
         self._recorder.count(m.DEAD_LETTERS)
@@ -154,9 +203,9 @@ class RecordingAggregatorMetrics(AggregatorMetrics):
             return
         recorder.time(m.FLUSH_ROWS, (), rows)
         now_ms = time.time_ns() // 1_000_000
-        for timestamp_ms in pending:
+        for timestamp_ms, rate in pending:
             # a producer's clock ahead of ours would make it negative
-            recorder.time(m.DELAY, (), max(0, now_ms - timestamp_ms))
+            recorder.time(m.DELAY, (), max(0, now_ms - timestamp_ms), rate)
 
     def on_dropped(self, partitions: Collection[int]) -> None:
         for partition in partitions:

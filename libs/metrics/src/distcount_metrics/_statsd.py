@@ -25,23 +25,23 @@ MAX_PACKET_BYTES: Final = 1432
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
-class _SampledPipeline(Pipeline):  # type: ignore[misc] # untyped base class
-    """A pipeline whose lines are already sampled (drawn when observed, not when sent) and may
-    carry DogStatsD tags, passed after `|#` in the stat name."""
+class _LinePipeline(Pipeline):  # type: ignore[misc] # untyped base class
+    """The package's UDP pipeline, fed lines formatted here once per tick (where the package
+    would format, and draw a sample of, each one as it is added). It packs what it is given
+    into datagrams below the size limit and sends them on `send()`."""
 
-    def _prepare(self, stat: str, value: str, rate: float) -> str:
-        name, _, tags = stat.partition("|#")
-        line = f"{name}:{value}"
-        if rate < 1:
-            line += "|@" + format_rate(rate)
-        if tags:
-            line += "|#" + tags
-        return line
+    def add_lines(self, lines: list[str]) -> None:
+        self._stats.extend(lines)
 
 
 def format_rate(rate: float) -> str:
-    # never an exponent: daemons read the rate with a plain decimal pattern
-    return f"{rate:.6f}".rstrip("0")
+    # never an exponent, which daemons reading the rate with a decimal pattern would misread
+    return f"{max(rate, 0.000001):.6f}".rstrip("0")
+
+
+# the delay's rates vary with the size of fetches: the cache of lines' templates stays bounded
+_MAX_TEMPLATES: Final = 10_000
+_TYPES: Final = {Kind.COUNTER: "c", Kind.GAUGE: "g", Kind.TIMER: "ms"}
 
 
 class StatsdSink:
@@ -61,30 +61,77 @@ class StatsdSink:
         self._max_packet_bytes = max_packet_bytes
         self._client: Any = None
         self._unresolved = False
+        # (metric, tag values, rate) -> what comes before and after the value in a line
+        self._templates: dict[tuple[Metric, TagValues, float], tuple[str, str]] = {}
 
     def stat(self, metric: Metric, tags: TagValues) -> str:
-        """The name a line is sent under (with `|#tags` for DogStatsD)."""
-        if not self._dogstatsd:
-            return ".".join([metric.full_name, *(_UNSAFE.sub("_", str(v)) for v in tags)])
-        pairs = [f"{k}:{v}" for k, v in zip(metric.tags, tags, strict=True)]
-        pairs.extend(self._constant_tags)
-        return f"{metric.full_name}|#{','.join(pairs)}" if pairs else metric.full_name
+        """The name a line is sent under: the tags' values appended, for plain StatsD."""
+        if self._dogstatsd:
+            return metric.full_name
+        return ".".join([metric.full_name, *(_UNSAFE.sub("_", str(v)) for v in tags)])
+
+    def _template(self, metric: Metric, tags: TagValues, rate: float = 1.0) -> tuple[str, str]:
+        key = (metric, tags, rate)
+        template = self._templates.get(key)
+        if template is None:
+            if len(self._templates) >= _MAX_TEMPLATES:
+                self._templates.clear()
+            suffix = "|" + _TYPES[metric.kind]
+            if rate < 1:
+                suffix += "|@" + format_rate(rate)
+            if self._dogstatsd:
+                pairs = [f"{k}:{v}" for k, v in zip(metric.tags, tags, strict=True)]
+                pairs.extend(self._constant_tags)
+                if pairs:
+                    suffix += "|#" + ",".join(pairs)
+            template = self._templates[key] = (self.stat(metric, tags) + ":", suffix)
+        return template
+
+    def text(self, snapshot: Snapshot) -> str:
+        """The snapshot as StatsD lines, `name:value|type[|@rate][|#tags]`, one per line. A
+        timer's lines differ only in their value, so they are joined around a shared template
+        rather than formatted one by one."""
+        parts = []
+        for metric, tags, count in snapshot.counters:
+            head, tail = self._template(metric, tags)
+            parts.append(f"{head}{count}{tail}")
+        for metric, tags, rate, values in snapshot.timers:
+            head, tail = self._template(metric, tags, rate)
+            parts.append(head + f"{tail}\n{head}".join([f"{v:.3f}" for v in values]) + tail)
+        for metric, tags, value in snapshot.gauges:
+            head, tail = self._template(metric, tags)
+            # a negative gauge would read as a decrement
+            parts.append(f"{head}{max(value, 0)}{tail}")
+        return "\n".join(parts)
+
+    def packets(self, snapshot: Snapshot) -> list[str]:
+        """The lines cut into packets of at most `max_packet_bytes`, at line ends."""
+        text = self.text(snapshot)
+        limit = self._max_packet_bytes
+        packets = []
+        start = 0
+        while len(text) - start > limit:
+            cut = text.rfind("\n", start, start + limit)
+            if cut <= start:  # a line longer than a packet goes alone
+                cut = text.find("\n", start + 1)
+                if cut == -1:
+                    break
+            packets.append(text[start:cut])
+            start = cut + 1
+        if start < len(text):
+            packets.append(text[start:])
+        return packets
 
     def send(self, snapshot: Snapshot) -> None:
         client = self._connect()
         if client is None:
             return
-        pipe = _SampledPipeline(client)
-        for metric, tags, count in snapshot.counters:
-            pipe.incr(self.stat(metric, tags), count)
-        for metric, tags, rate, values in snapshot.timers:
-            stat = self.stat(metric, tags)
-            for value in values:
-                pipe.timing(stat, value, rate)
-        for metric, tags, value in snapshot.gauges:
-            assert metric.kind is Kind.GAUGE
-            pipe.gauge(self.stat(metric, tags), value if value >= 0 else 0)
-        pipe.send()
+        packets = self.packets(snapshot)
+        if packets:
+            # each packet is as full as it can be: the pipeline sends them one a datagram
+            pipe = _LinePipeline(client)
+            pipe.add_lines(packets)
+            pipe.send()
 
     def _connect(self) -> Any:
         # resolved on first use and again after a failure: a StatsD host that is not up yet
