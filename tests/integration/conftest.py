@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -17,9 +18,16 @@ CliRunner = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` different ports free now: each held until all are chosen, so none comes twice."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 def clean_environ() -> dict[str, str]:
@@ -35,12 +43,13 @@ def dev_env() -> Iterator[dict[str, str]]:
     parent = Path(tempfile.mkdtemp(prefix="distcount-test-"))
     parent.chmod(0o755)
     env = clean_environ()
+    kafka, controller, postgres, http = free_ports(4)
     env.update(
         DISTCOUNT_DEV_DIR=str(parent / "state"),
-        DISTCOUNT_DEV_KAFKA_PORT=str(free_port()),
-        DISTCOUNT_DEV_KAFKA_CONTROLLER_PORT=str(free_port()),
-        DISTCOUNT_DEV_POSTGRES_PORT=str(free_port()),
-        DISTCOUNT_HTTP_PORT=str(free_port()),
+        DISTCOUNT_DEV_KAFKA_PORT=str(kafka),
+        DISTCOUNT_DEV_KAFKA_CONTROLLER_PORT=str(controller),
+        DISTCOUNT_DEV_POSTGRES_PORT=str(postgres),
+        DISTCOUNT_HTTP_PORT=str(http),
         DISTCOUNT_DEV_STOP_TIMEOUT_S="20",
     )
     yield env
