@@ -31,9 +31,6 @@ async def _not_reporting() -> AsyncIterator[None]:
 class IngressMetrics:
     """The ingress's hooks; this base class ignores every call (DISTCOUNT_METRICS=off)."""
 
-    # False: callers may skip the work of measuring altogether
-    recording = False
-
     def reporting(self) -> AbstractAsyncContextManager[None]:
         """Report every tick while the context runs, and once more when it ends."""
         return _not_reporting()
@@ -62,8 +59,6 @@ class IngressMetrics:
 class AggregatorMetrics:
     """The aggregator's hooks; this base class ignores every call (DISTCOUNT_METRICS=off)."""
 
-    recording = False
-
     def reporting(self) -> AbstractAsyncContextManager[None]:
         """Report every tick while the context runs, and once more when it ends."""
         return _not_reporting()
@@ -90,8 +85,6 @@ class AggregatorMetrics:
 
 
 class RecordingIngressMetrics(IngressMetrics):
-    recording = True
-
     def __init__(self, recorder: Recorder, reporting: ReportingContext) -> None:
         self._recorder = recorder
         self._reporting = reporting
@@ -149,8 +142,6 @@ class RecordingIngressMetrics(IngressMetrics):
 
 
 class RecordingAggregatorMetrics(AggregatorMetrics):
-    recording = True
-
     def __init__(self, recorder: Recorder, reporting: ReportingContext) -> None:
         self._recorder = recorder
         self._reporting = reporting
