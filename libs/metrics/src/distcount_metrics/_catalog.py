@@ -79,7 +79,8 @@ RECORDS_IN: Final = Metric(
     Kind.COUNTER,
     (),
     "records",
-    "Kafka records fetched for folding",
+    "Kafka records folded or dead-lettered, each once (records fetched again after a seek are "
+    "not counted again)",
 )
 DEAD_LETTERS: Final = Metric(
     "aggregator.dead_letters",

@@ -136,6 +136,10 @@ class Aggregator:
         state = self._states.get(tp.partition)
         if state is None:
             return  # revoked meanwhile
+        position = state.position
+        if position is not None and records and records[0].offset < position:
+            # fetched again after a seek: counted already (fold skips them too)
+            records = [r for r in records if r.offset >= position]
         self._metrics.on_fetched(tp.partition, records)
         for record, reason in fold(state, records, self._bucket_ms, self._known_keys):
             await self._dead_letter(state, record, reason)
