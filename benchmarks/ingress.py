@@ -552,10 +552,10 @@ async def bench(args: argparse.Namespace) -> int:
     return 0 if verdict == "PASS" else 1 if verdict == "FAIL" else 2
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description="distcount's ingress against a bare Starlette endpoint, loaded by wrk."
-    )
+def load_arguments(description: str, repeat: int) -> argparse.Namespace:
+    """The command line of a wrk benchmark of the ingress, checked (this one's and
+    metrics_e2e.py's); exits if wrk is missing."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--threads", type=int, default=2, help="wrk -t")
     parser.add_argument("--connections", type=int, default=64, help="wrk -c")
     parser.add_argument("--duration", type=int, default=10, help="wrk -d, seconds")
@@ -563,7 +563,7 @@ def main() -> None:
     parser.add_argument("--wrk-timeout-s", type=int, default=10, help="wrk --timeout, seconds")
     parser.add_argument("--keys", type=int, default=10_000, help="keys drawn from k1..kN")
     parser.add_argument("--partitions", type=int, default=6, help="partitions of the topic")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per side, interleaved")
+    parser.add_argument("--repeat", type=int, default=repeat, help="runs per side, interleaved")
     parser.add_argument(
         "--ready-timeout-s", type=float, default=60.0, help="wait this long for /health/ready"
     )
@@ -584,6 +584,13 @@ def main() -> None:
         raise SystemExit(
             "wrk is not installed: `apt-get install -y wrk` (Debian), then run this again"
         )
+    return args
+
+
+def main() -> None:
+    args = load_arguments(
+        "distcount's ingress against a bare Starlette endpoint, loaded by wrk.", repeat=3
+    )
     with contextlib.suppress(KeyboardInterrupt):
         raise SystemExit(asyncio.run(bench(args)))
     raise SystemExit(130)

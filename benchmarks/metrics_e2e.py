@@ -31,7 +31,7 @@ from _common import (
     utc_stamp,
     write_report,
 )
-from ingress import LUA, LoadResult, run_ours
+from ingress import LUA, LoadResult, load_arguments, run_ours
 
 LIMIT_PCT = 5.0
 SIDES = ("metrics off", "metrics on")
@@ -202,27 +202,9 @@ async def bench(args: argparse.Namespace) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description="The ingress's request path (uvicorn, Kafka) with metrics off and on."
+    args = load_arguments(
+        "The ingress's request path (uvicorn, Kafka) with metrics off and on.", repeat=5
     )
-    parser.add_argument("--threads", type=int, default=2, help="wrk -t")
-    parser.add_argument("--connections", type=int, default=64, help="wrk -c")
-    parser.add_argument("--duration", type=int, default=10, help="wrk -d, seconds")
-    parser.add_argument("--warmup", type=int, default=2, help="seconds of wrk before each run")
-    parser.add_argument("--wrk-timeout-s", type=int, default=10, help="wrk --timeout, seconds")
-    parser.add_argument("--keys", type=int, default=10_000, help="keys drawn from k1..kN")
-    parser.add_argument("--partitions", type=int, default=6, help="partitions of the topic")
-    parser.add_argument("--repeat", type=int, default=5, help="runs per side, alternating")
-    parser.add_argument(
-        "--ready-timeout-s", type=float, default=60.0, help="wait this long for /health/ready"
-    )
-    parser.add_argument(
-        "--wait-quiet-s",
-        type=float,
-        default=60.0,
-        help="before each run, wait up to this long for other processes to leave the CPU idle",
-    )
-    args = parser.parse_args()
     raise SystemExit(asyncio.run(bench(args)))
 
 

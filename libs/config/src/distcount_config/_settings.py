@@ -65,7 +65,7 @@ class MetricsSettings:
     statsd_host: str
     statsd_port: int
     interval_ms: int
-    sample_rate: float  # 1/N for a whole N: one event in N of a per-event metric is kept
+    sample_rate: float  # the chance that an event of a per-event metric is timed
     tags: tuple[str, ...]  # DogStatsD constant tags, "key:value"
 
 
@@ -211,8 +211,7 @@ def _sample_rate(raw: str) -> float:
     rate = float(raw)
     if not (0.0001 <= rate <= 1):
         raise ValueError("out of range 0.0001..1")
-    # rounded to one in a whole number of events, which is how it is applied
-    return 1 / round(1 / rate)
+    return rate
 
 
 def _tags(raw: str) -> tuple[str, ...]:

@@ -27,8 +27,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 class _LinePipeline(Pipeline):  # type: ignore[misc] # untyped base class
     """The package's UDP pipeline, fed lines formatted here once per tick (where the package
-    would format, and draw a sample of, each one as it is added). It packs what it is given
-    into datagrams below the size limit and sends them on `send()`."""
+    would format, and draw a sample of, each one as it is added). It packs them into datagrams
+    below the size limit and sends them on `send()`."""
 
     def add_lines(self, lines: list[str]) -> None:
         self._stats.extend(lines)
@@ -87,50 +87,29 @@ class StatsdSink:
             template = self._templates[key] = (self.stat(metric, tags) + ":", suffix)
         return template
 
-    def text(self, snapshot: Snapshot) -> str:
-        """The snapshot as StatsD lines, `name:value|type[|@rate][|#tags]`, one per line. A
-        timer's lines differ only in their value, so they are joined around a shared template
-        rather than formatted one by one."""
-        parts = []
+    def lines(self, snapshot: Snapshot) -> list[str]:
+        """The snapshot as StatsD lines, `name:value|type[|@rate][|#tags]`."""
+        lines = []
         for metric, tags, count in snapshot.counters:
             head, tail = self._template(metric, tags)
-            parts.append(f"{head}{count}{tail}")
+            lines.append(f"{head}{count}{tail}")
         for metric, tags, rate, values in snapshot.timers:
             head, tail = self._template(metric, tags, rate)
-            parts.append(head + f"{tail}\n{head}".join([f"{v:.3f}" for v in values]) + tail)
+            lines.extend([f"{head}{value:.3f}{tail}" for value in values])
         for metric, tags, value in snapshot.gauges:
             head, tail = self._template(metric, tags)
             # a negative gauge would read as a decrement
-            parts.append(f"{head}{max(value, 0)}{tail}")
-        return "\n".join(parts)
-
-    def packets(self, snapshot: Snapshot) -> list[str]:
-        """The lines cut into packets of at most `max_packet_bytes`, at line ends."""
-        text = self.text(snapshot)
-        limit = self._max_packet_bytes
-        packets = []
-        start = 0
-        while len(text) - start > limit:
-            cut = text.rfind("\n", start, start + limit)
-            if cut <= start:  # a line longer than a packet goes alone
-                cut = text.find("\n", start + 1)
-                if cut == -1:
-                    break
-            packets.append(text[start:cut])
-            start = cut + 1
-        if start < len(text):
-            packets.append(text[start:])
-        return packets
+            lines.append(f"{head}{max(value, 0)}{tail}")
+        return lines
 
     def send(self, snapshot: Snapshot) -> None:
         client = self._connect()
         if client is None:
             return
-        packets = self.packets(snapshot)
-        if packets:
-            # each packet is as full as it can be: the pipeline sends them one a datagram
+        lines = self.lines(snapshot)
+        if lines:
             pipe = _LinePipeline(client)
-            pipe.add_lines(packets)
+            pipe.add_lines(lines)
             pipe.send()
 
     def _connect(self) -> Any:
