@@ -73,6 +73,9 @@ class PrivateKafka:
     def stop(self) -> None:
         stop(self.record, timeout_s=30)
 
+    def kill(self) -> None:
+        stop(self.record, timeout_s=10, first_signal=signal.SIGKILL)
+
     async def restart(self) -> None:
         self.record = self.node.start(self.java, self.libs)
         await self.node.wait_ready(self.record, timeout_s=120)

@@ -31,9 +31,13 @@ log = logging.getLogger("distcount.ingress")
 
 Record = tuple[bytes, bytes]  # (message key, message value)
 
-# An abort that does not end by then leaves the transaction to the producer that replaces this
-# one: starting it (same transactional id) fences this one and aborts what it left open.
-_ABORT_TIMEOUT_S = 5.0
+# A commit or an abort that does not end by then (aiokafka waits on both without a bound) leaves
+# the transaction to the producer that replaces this one: starting it (same transactional id)
+# fences this one and has the broker finish what it left open.
+_END_TIMEOUT_S = 5.0
+
+_NOT_CONNECTED = "not connected to Kafka"
+_NO_TRANSACTIONS = "Kafka transactions are not available"
 
 
 class KafkaPublisher:
@@ -63,6 +67,11 @@ class KafkaPublisher:
         # one producer runs one transaction at a time
         self._transaction_lock = asyncio.Lock()
         self._transactions: set[asyncio.Task[None]] = set()
+        # when the running transaction began (loop time): every wait in it is bounded, so one
+        # that lasts longer than all of them together is wedged, and readiness says so
+        self._transaction_began: float | None = None
+        # (its deadline, its commit or its abort, and a second for a loop running late)
+        self._transaction_bound_s = self._timeout_s + 2 * _END_TIMEOUT_S + 1.0
 
     @property
     def inflight_sends(self) -> int:
@@ -83,9 +92,7 @@ class KafkaPublisher:
 
     async def publish(self, key: bytes, value: bytes) -> None:
         """Return once the broker has acknowledged the record; else raise `Unavailable`."""
-        producer = self._single.producer
-        if producer is None:
-            raise KafkaUnavailable(f"not connected to Kafka ({self._single.last_error})")
+        producer = self._connected(self._single, _NOT_CONNECTED)
         if self._inflight >= self._max_inflight:
             raise Overloaded(f"{self._inflight} requests already await Kafka's acknowledgement")
         self._inflight += 1
@@ -116,11 +123,7 @@ class KafkaPublisher:
         """Return once one transaction holding all `records` is committed; else `Unavailable`."""
         if not records:
             return
-        producer = self._transactional.producer
-        if producer is None:
-            raise KafkaUnavailable(
-                f"Kafka transactions are not available ({self._transactional.last_error})"
-            )
+        self._connected(self._transactional, _NO_TRANSACTIONS)
         if self._inflight >= self._max_inflight:
             raise Overloaded(f"{self._inflight} requests already await Kafka's acknowledgement")
         self._inflight += 1
@@ -134,6 +137,12 @@ class KafkaPublisher:
                 raise KafkaUnavailable(
                     f"earlier batches kept Kafka busy for {self._timeout_ms} ms"
                 ) from None
+            try:
+                # the producer of now: the one there was before the wait may have been replaced
+                producer = self._connected(self._transactional, _NO_TRANSACTIONS)
+            except KafkaUnavailable:
+                self._transaction_lock.release()
+                raise
             # A transaction, once begun, runs to its commit or its abort in a task of its own,
             # whatever happens to this request, and only then lets the next batch in.
             task = asyncio.create_task(self._transact(producer, records, deadline))
@@ -159,22 +168,43 @@ class KafkaPublisher:
     async def _transact(
         self, producer: Producer, records: Sequence[Record], deadline: float
     ) -> None:
+        self._transaction_began = asyncio.get_running_loop().time()
+        try:
+            await self._send(producer, records, deadline)
+            await self._commit(producer)
+        finally:
+            self._transaction_began = None
+            self._transaction_lock.release()
+
+    async def _send(self, producer: Producer, records: Sequence[Record], deadline: float) -> None:
         acknowledgements: list[asyncio.Future[object]] = []
         try:
-            await producer.begin_transaction()
             async with asyncio.timeout_at(deadline):
+                # it waits for the producer id, which a producer that lost it may never get
+                await producer.begin_transaction()
                 for key, value in records:
                     acknowledgements.append(await producer.send(self._topic, value, key=key))
                 await asyncio.gather(*acknowledgements)
-            # past this point the transaction is the broker's to finish; a commit that ends
-            # after the request's deadline was answered 503 and is counted all the same
-            await producer.commit_transaction()
         except BaseException:
             _discard(acknowledgements)
             await self._abort(producer)
             raise
-        finally:
-            self._transaction_lock.release()
+
+    async def _commit(self, producer: Producer) -> None:
+        # past this point the transaction is the broker's to finish; a commit that ends after
+        # the request's deadline was answered 503 and is counted all the same
+        try:
+            async with asyncio.timeout(_END_TIMEOUT_S):
+                await producer.commit_transaction()
+        except TimeoutError:
+            # a commit under way cannot be aborted: the broker finishes it, or aborts it when
+            # the replacement fences this producer
+            reason = f"the commit did not end within {_END_TIMEOUT_S:g} s"
+            self._transactional.replace(producer, reason)
+            raise
+        except BaseException:
+            await self._abort(producer)
+            raise
 
     def _transaction_ended(self, task: asyncio.Task[None]) -> None:
         self._transactions.discard(task)
@@ -183,7 +213,7 @@ class KafkaPublisher:
 
     async def _abort(self, producer: Producer) -> None:
         try:
-            async with asyncio.timeout(_ABORT_TIMEOUT_S):
+            async with asyncio.timeout(_END_TIMEOUT_S):
                 await producer.abort_transaction()
         # aiokafka signals a transaction in a state that cannot abort with AssertionError
         except (KafkaError, AssertionError, TimeoutError) as exc:
@@ -197,10 +227,10 @@ class KafkaPublisher:
         slot.replace(producer, describe(exc))
 
     async def check(self, timeout_s: float) -> None:
-        """Raise `KafkaUnavailable` unless a broker answers for metadata and knows the topic."""
-        producer = self._single.producer
-        if producer is None:
-            raise KafkaUnavailable(f"not connected to Kafka ({self._single.last_error})")
+        """Raise `KafkaUnavailable` unless both paths can take increments: a broker answers for
+        metadata and knows the topic, both producers are connected, and no transaction has run
+        past its bound."""
+        producer = self._connected(self._single, _NOT_CONNECTED)
         try:
             async with asyncio.timeout(timeout_s):
                 cluster = await producer.client.fetch_all_metadata()
@@ -210,6 +240,25 @@ class KafkaPublisher:
             raise KafkaUnavailable(f"no metadata from Kafka: {describe(exc)}") from None
         if self._topic not in cluster.topics():
             raise KafkaUnavailable(f"the topic {self._topic!r} does not exist")
+        self._connected(self._transactional, _NO_TRANSACTIONS)
+        began = self._transaction_began
+        if began is not None:
+            age_s = asyncio.get_running_loop().time() - began
+            if age_s > self._transaction_bound_s:
+                raise KafkaUnavailable(
+                    f"a Kafka transaction has run for {age_s:.0f} s, past its bound of "
+                    f"{self._transaction_bound_s:.0f} s"
+                )
+
+    def _connected(self, slot: ProducerSlot, unavailable: str) -> Producer:
+        """The slot's producer; a broken one is replaced by whoever finds it, the readiness
+        probe too: a service taken out of rotation would get no request to replace it."""
+        producer, broken = slot.producer, slot.broken()
+        if producer is not None and broken is not None:
+            slot.replace(producer, broken)
+        if broken is not None:
+            raise KafkaUnavailable(f"{unavailable} ({broken})")
+        return producer
 
     async def close(self) -> None:
         """Let running transactions end (at most the deadline), then flush and stop; idempotent."""
