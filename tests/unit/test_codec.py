@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import orjson
 import pytest
@@ -10,11 +11,13 @@ from distcount_codec import (
     INT64_MIN,
     Increment,
     InvalidIncrement,
+    InvalidJSON,
     InvalidRecord,
     decode_record,
     encode_record,
     parse_json,
     sum_by_key,
+    unique_members,
     validate_batch,
     validate_increment,
 )
@@ -148,3 +151,189 @@ def test_records_that_break_the_contract(value: bytes | None, reason: str) -> No
 
 def test_long_valid_keys_take_the_slow_path_and_pass() -> None:
     assert decode_record(orjson.dumps({"key": "é" * 128, "value": 2})) == Increment("é" * 128, 2)
+
+
+# --- integers past 64 bits: one rule, one message ---------------------------------------------
+
+OUT_OF_RANGE = "must be within the 64-bit signed integer range"
+BEYOND_INT64 = [
+    b"9223372036854775808",  # orjson: an exact int
+    b"-9223372036854775809",  # orjson: a float
+    b"18446744073709551616",  # orjson: a float
+    b"1" + b"0" * 400,  # orjson: refused, "infinity"
+    b"-1" + b"0" * 5000,  # past the 4300 digits Python's int() takes
+]
+
+
+@pytest.mark.parametrize("literal", BEYOND_INT64)
+def test_integers_past_int64_break_the_range_rule_alike(literal: bytes) -> None:
+    with pytest.raises(InvalidIncrement) as caught:
+        validate_increment(parse_json(b'{"key": "k", "value": %s}' % literal))
+    assert caught.value.errors == {"value": [OUT_OF_RANGE]}
+
+
+@pytest.mark.parametrize("literal", BEYOND_INT64)
+def test_records_past_int64_are_dead_lettered_for_the_range(literal: bytes) -> None:
+    with pytest.raises(InvalidRecord) as caught:
+        decode_record(b'{"key":"k","value":%s}' % literal)
+    assert str(caught.value) == f"breaks the record contract: value: {OUT_OF_RANGE}"
+
+
+def test_integers_within_int64_and_floats_parse_as_before() -> None:
+    assert parse_json(b"[-9223372036854775808, 9223372036854775807, 12345678901234567890.5]") == [
+        INT64_MIN,
+        INT64_MAX,
+        12345678901234567890.5,
+    ]
+    assert parse_json(b'{"v": [1e3, 800.0], "n": 12345678901234567890123}') == {
+        "v": [1000.0, 800.0],
+        "n": INT64_MAX + 1,  # past 19 digits, any value out of range stands for the literal
+    }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # each holds a 19-digit run, so orjson's refusal is checked by the exact parser too
+        b'{"key": "k", "value": 12345678901234567890, "x": NaN}',
+        b'{"key": "k", "value": -12345678901234567890, "x": Infinity}',
+        b"[-Infinity, 12345678901234567890]",
+        b"[1234567890123456789e400]",
+        b'["\\ud800", 12345678901234567890]',
+        b'["\\udc00\\ud83d", 12345678901234567890]',
+        b"\xef\xbb\xbf[12345678901234567890]",
+        b'["\xed\xa0\x80", 12345678901234567890]',  # a surrogate encoded in UTF-8
+        b'["\xff", 12345678901234567890]',
+        b"[12345678901234567890",
+        b"[12345678901234567890] x",
+        b"[012345678901234567890]",
+        b"[" * 5000 + b"12345678901234567890" + b"]" * 5000,
+    ],
+)
+def test_the_exact_parse_is_as_strict_as_orjson(text: bytes) -> None:
+    with pytest.raises(InvalidJSON, match="is not valid JSON"):
+        parse_json(text)
+
+
+def test_a_surrogate_pair_is_one_character_in_the_exact_parse_too() -> None:
+    assert parse_json(b'["\\ud83d\\ude00", 12345678901234567890]') == ["😀", 12345678901234567890]
+
+
+def test_nesting_only_orjson_can_parse_keeps_its_floats() -> None:
+    depth = 1000  # orjson takes 1024 levels; Python's parser stops near its recursion limit
+    text = b"[" * depth + b"-12345678901234567890" + b"]" * depth
+    value = parse_json(text)
+    for _ in range(depth):
+        assert isinstance(value, list)
+        (value,) = value
+    assert value == -12345678901234567890.0
+
+
+# --- objects that name a member twice ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (b'{"key": "a", "key": "b", "value": 1}', "key"),
+        (b'{"key": "a", "value": 1, "value": 2}', "value"),
+        (b'{"key": "a", "k\\u0065y": "b", "value": 1}', "key"),  # the same name, escaped
+        (b'{"key" : "a" ,\n "key"\t:"a", "value": 1}', "key"),
+        (b'{"key": "a\\"", "value": 1, "key": "a"}', "key"),  # an escaped quote as well
+        (
+            b'{"increments": [{"key": "a", "value": 1}, {"key": "b", "value": 1, "value": 2}]}',
+            "increments[1].value",
+        ),
+        (b'{"key": "a", "value": 1, "x": {"y": [1, {"z": 1, "z": 1}]}}', "x.y[1].z"),
+        (b'[[{"a": 1}], [0, {"b": "b", "b": "b"}]]', "[1][1].b"),
+        (b'{"": 1, "": 2}', '""'),
+        (b'{"%s": 1, "%s": 2}' % (b"n" * 100, b"n" * 100), "n" * 64 + "…"),
+    ],
+)
+def test_a_member_named_twice_is_refused_by_field(text: bytes, field: str) -> None:
+    with pytest.raises(InvalidIncrement) as caught:
+        parse_json(text)
+    assert not isinstance(caught.value, InvalidJSON)
+    assert caught.value.errors == {field: ["must not be repeated"]}
+    assert not unique_members(text, orjson.loads(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"key": "a", "value": 1}',
+        b'{"key": "key", "value": 1, "id": "value"}',  # values equal to names are not names
+        b'{"key": "a\\"b", "value": 1}',  # escaped quotes: more quotes than strings
+        b'{"key": "a:\\"\\\\", "value": 1, "x": ":"}',
+        b'{"a": {"a": 1}, "b": {"a": {"a": [{"a": 1}, {"a": 2}]}}}',  # one name per object
+        b'{"k\\u0065y": "a", "kEy": "b", "value": 1}',
+        b'["a", "a", {"a": "a"}]',
+        b'"a"',
+        b"12",
+    ],
+)
+def test_the_same_name_in_other_objects_or_as_a_value_is_no_repeat(text: bytes) -> None:
+    assert parse_json(text) == json.loads(text)
+    assert unique_members(text, orjson.loads(text))
+
+
+def test_a_record_naming_a_member_twice_is_dead_lettered() -> None:
+    with pytest.raises(InvalidRecord) as caught:
+        decode_record(b'{"key":"a","value":1,"key":"b"}')
+    assert str(caught.value) == "breaks the record contract: key: must not be repeated"
+
+
+def _random_json(rng: random.Random, depth: int = 0) -> str:
+    """A JSON text whose objects repeat names now and then, spelled with or without escapes."""
+    kinds = ["object", "object", "array", "string", "number"]
+    kind = rng.choice(kinds if depth < 4 else kinds[3:])
+    space = rng.choice(["", "", " ", "\n\t "])
+    if kind == "object":
+        members = [
+            f"{_random_string(rng)}{space}:{space}{_random_json(rng, depth + 1)}"
+            for _ in range(rng.randrange(4))
+        ]
+        return "{" + f",{space}".join(members) + "}"
+    if kind == "array":
+        return "[" + ",".join(_random_json(rng, depth + 1) for _ in range(rng.randrange(4))) + "]"
+    if kind == "string":
+        return _random_string(rng)
+    return rng.choice(["1", "-2.5e3", "true", "null", "12345678901234567890"])
+
+
+def _random_string(rng: random.Random) -> str:
+    # "key" too: unique_members has a shortcut for an increment's shape
+    names = ['"a"', '"\\u0061"', '"a\\"b"', '"\\\\"', '"a:b"', '""', '"key"', '"k\\u0065y"']
+    names += ['"é"', '"\\u00e9"', '"\\u00E9"']
+    return rng.choice(names)
+
+
+def _errors_of(text: bytes) -> list[list[str]] | None:
+    try:
+        parse_json(text)
+    except InvalidIncrement as exc:
+        return list(exc.errors.values())
+    return None
+
+
+def test_unique_members_agrees_with_a_parser_that_sees_every_member() -> None:
+    def no_repeats(pairs: list[tuple[str, object]]) -> dict[str, object]:
+        names = [name for name, _ in pairs]
+        if len(set(names)) != len(names):
+            raise LookupError
+        return dict(pairs)
+
+    rng = random.Random(20240611)
+    seen = {True: 0, False: 0}
+    for _ in range(5000):
+        text = _random_json(rng).encode()
+        try:
+            json.loads(text, object_pairs_hook=no_repeats)
+            expected = True
+        except LookupError:
+            expected = False
+        assert unique_members(text, orjson.loads(text)) is expected, text
+        assert unique_members(text, json.loads(text)) is expected, text
+        assert _errors_of(text) == (None if expected else [["must not be repeated"]]), text
+        seen[expected] += 1
+    assert min(seen.values()) > 500  # both kinds of text were met often

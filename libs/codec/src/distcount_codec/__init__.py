@@ -1,31 +1,51 @@
-"""The increment: input rules and Kafka record format, shared by the ingress and the aggregator."""
+"""The increment: input rules, their JSON Schema, and the Kafka record format, shared by the
+ingress and the aggregator."""
 
+from distcount_codec._errors import InvalidIncrement, InvalidJSON, InvalidRecord
 from distcount_codec._increment import (
-    INT64_MAX,
-    INT64_MIN,
-    MAX_KEY_BYTES,
     Increment,
-    InvalidIncrement,
-    InvalidRecord,
     decode_record,
     encode_record,
-    parse_json,
     sum_by_key,
     validate_batch,
     validate_increment,
 )
+from distcount_codec._json import parse_json, unique_members
+from distcount_codec._record import RecordDecoder
+from distcount_codec._rules import INT64_MAX, INT64_MIN, MAX_KEY_BYTES
+from distcount_codec._schema import (
+    FORMAT_CHECKS,
+    FORMATS,
+    KEY_FORMAT,
+    VALUE_FORMAT,
+    batch_schema,
+    increment_schema,
+    key_schema,
+    value_schema,
+)
 
 __all__ = [
+    "FORMATS",
+    "FORMAT_CHECKS",
     "INT64_MAX",
     "INT64_MIN",
+    "KEY_FORMAT",
     "MAX_KEY_BYTES",
+    "VALUE_FORMAT",
     "Increment",
     "InvalidIncrement",
+    "InvalidJSON",
     "InvalidRecord",
+    "RecordDecoder",
+    "batch_schema",
     "decode_record",
     "encode_record",
+    "increment_schema",
+    "key_schema",
     "parse_json",
     "sum_by_key",
+    "unique_members",
     "validate_batch",
     "validate_increment",
+    "value_schema",
 ]

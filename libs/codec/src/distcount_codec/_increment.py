@@ -1,81 +1,32 @@
-"""An increment and its rules, in one place for the HTTP ingress and the Kafka consumer alike.
+"""An increment, in one place for the HTTP ingress and the Kafka consumer alike: parsed JSON
+checked against the rules of `_rules`, batches, and the Kafka record format.
 
-Rules: the key is 1..256 bytes of UTF-8 without control characters; the value is a non-zero
-integer within int64 (JSON booleans and floats are not integers here). On Kafka, the record value
-is UTF-8 JSON `{"key": …, "value": …}` and the message key is the counter key; the message key is
-only for locality, the value's key is the one counted.
+On Kafka, the record value is UTF-8 JSON `{"key": …, "value": …}` and the message key is the
+counter key; the message key is only for locality, the value's key is the one counted.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
-from typing import Final, NamedTuple
+from typing import NamedTuple
 
 import orjson
 
-MAX_KEY_BYTES: Final = 256
-INT64_MIN: Final = -(2**63)
-INT64_MAX: Final = 2**63 - 1
-
-# C0 controls, DEL and C1 controls
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-# a key this short cannot exceed MAX_KEY_BYTES however it encodes (at most 4 bytes a character)
-_ALWAYS_SHORT_ENOUGH = MAX_KEY_BYTES // 4
+from distcount_codec._errors import InvalidIncrement, InvalidJSON, InvalidRecord
+from distcount_codec._json import parse_json
+from distcount_codec._rules import (
+    ALWAYS_SHORT_ENOUGH,
+    CONTROL,
+    INT64_MAX,
+    INT64_MIN,
+    key_errors,
+    value_errors,
+)
 
 
 class Increment(NamedTuple):
     key: str
     value: int
-
-
-class InvalidIncrement(ValueError):
-    """Input that breaks the rules; `errors` maps each field to what is wrong with it."""
-
-    def __init__(self, errors: dict[str, list[str]]) -> None:
-        super().__init__("; ".join(f"{f}: {', '.join(m)}" for f, m in errors.items()))
-        self.errors = errors
-
-
-class InvalidRecord(ValueError):
-    """A Kafka record that breaks the contract; the message is the reason given to the DLQ."""
-
-
-def parse_json(body: bytes) -> object:
-    """Parse a request body or record value; raises InvalidIncrement for what is not JSON."""
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidIncrement({"body": [f"is not valid JSON: {exc}"]}) from None
-
-
-def _key_errors(key: object) -> list[str]:
-    if not isinstance(key, str):
-        return ["can't be blank"] if key is None else ["must be a string"]
-    if not key:
-        return ["can't be blank"]
-    if len(key) > _ALWAYS_SHORT_ENOUGH:
-        try:
-            size = len(key.encode())
-        except UnicodeEncodeError:
-            return ["must be valid UTF-8"]
-        if size > MAX_KEY_BYTES:
-            return [f"must be at most {MAX_KEY_BYTES} bytes of UTF-8 (it is {size})"]
-    if _CONTROL.search(key):
-        return ["must not contain control characters"]
-    return []
-
-
-def _value_errors(value: object) -> list[str]:
-    if value is None:
-        return ["can't be blank"]
-    if type(value) is not int:  # bool is an int subclass, and not a count
-        return ["must be an integer"]
-    if value == 0:
-        return ["must not be zero"]
-    if not INT64_MIN <= value <= INT64_MAX:
-        return ["must be within the 64-bit signed integer range"]
-    return []
 
 
 def validate_increment(data: object, prefix: str = "") -> Increment:
@@ -84,10 +35,10 @@ def validate_increment(data: object, prefix: str = "") -> Increment:
         raise InvalidIncrement({prefix.rstrip(".") or "body": ["must be a JSON object"]})
     key, value = data.get("key"), data.get("value")
     errors = {}
-    if key_errors := _key_errors(key):
-        errors[f"{prefix}key"] = key_errors
-    if value_errors := _value_errors(value):
-        errors[f"{prefix}value"] = value_errors
+    if problems := key_errors(key):
+        errors[f"{prefix}key"] = problems
+    if problems := value_errors(value):
+        errors[f"{prefix}value"] = problems
     if errors:
         raise InvalidIncrement(errors)
     return Increment(key, value)  # type: ignore[arg-type] # both checked above
@@ -144,19 +95,21 @@ def decode_record(value: bytes | None) -> Increment:
     if not value:
         raise InvalidRecord("empty record value")
     try:
-        data = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRecord(f"value is not UTF-8 JSON: {exc}") from None
+        data = parse_json(value)
+    except InvalidJSON as exc:
+        raise InvalidRecord(f"value is not UTF-8 JSON: {exc.detail}") from None
+    except InvalidIncrement as exc:  # a member named twice
+        raise InvalidRecord(f"breaks the record contract: {exc}") from None
     if type(data) is dict:
         key, count = data.get("key"), data.get("value")
         # the common case, checked inline: this runs once per record on the consumer's hot path
         if (
             type(key) is str
             and type(count) is int
-            and 0 < len(key) <= _ALWAYS_SHORT_ENOUGH
+            and 0 < len(key) <= ALWAYS_SHORT_ENOUGH
             and count != 0
             and INT64_MIN <= count <= INT64_MAX
-            and not _CONTROL.search(key)
+            and not CONTROL.search(key)
         ):
             return Increment(key, count)
     try:

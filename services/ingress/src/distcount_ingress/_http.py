@@ -13,7 +13,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from distcount_codec import InvalidIncrement, parse_json
+from distcount_codec import InvalidJSON, parse_json
 
 JSON: Final = "application/json"
 _RETRY_AFTER_S = 1
@@ -61,7 +61,11 @@ def counter_body(key: str, value: int) -> bytes:
 
 
 async def read_json(request: Request, max_body_bytes: int) -> object:
-    """The parsed JSON body, after the content type and the size are checked."""
+    """The parsed JSON body, after the content type and the size are checked.
+
+    Raises Rejected, or InvalidIncrement for an object that names a member twice: JSON, yet
+    against the rules (a 422, as the handlers answer any InvalidIncrement).
+    """
     content_type: bytes | None = None
     content_length: bytes | None = None
     for name, value in request.scope["headers"]:
@@ -78,7 +82,7 @@ async def read_json(request: Request, max_body_bytes: int) -> object:
     body = await _read_body(request, max_body_bytes)
     try:
         return parse_json(body)
-    except InvalidIncrement as exc:
+    except InvalidJSON as exc:
         raise Rejected(400, exc.errors) from None
 
 

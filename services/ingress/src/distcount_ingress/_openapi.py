@@ -1,33 +1,28 @@
 """The OpenAPI 3.1 document of the ingress, written by hand: the HTTP contract in one place.
 
-Schema-driven fuzz tests read it, so the input rules are spelled out (key length, control
-characters, value range, non-zero) and every status a route can answer is listed.
+Schema-driven fuzz tests read it, so every status a route can answer is listed, and the input
+rules are the codec's own schema fragments. What JSON Schema cannot say of them (a key's bound
+counts bytes, 800.0 is not an integer) is in two formats of the codec's, described in the
+document; a validator or fuzzer asserts them with `distcount_codec.FORMAT_CHECKS`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
-from distcount_codec import INT64_MAX, INT64_MIN, MAX_KEY_BYTES
+from distcount_codec import FORMATS, batch_schema, increment_schema, key_schema
 from distcount_config import Settings
 
+# plain JSON Schema 2020-12: the document uses none of the OpenAPI dialect's own keywords
+DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 _REF = "#/components/schemas/"
-_KEY = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": MAX_KEY_BYTES,
-    # C0 controls, DEL and C1 controls are refused
-    "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]+$",
-    "description": f"1 to {MAX_KEY_BYTES} bytes of UTF-8, without control characters",
-}
-_VALUE = {
-    "type": "integer",
-    "format": "int64",
-    "minimum": INT64_MIN,
-    "maximum": INT64_MAX,
-    "not": {"const": 0},
-    "description": "a non-zero 64-bit signed integer",
-}
+_DESCRIPTION = (
+    "Increments counters through Kafka (202 only once the broker acknowledged the record) and "
+    "reads their totals from PostgreSQL.\n\n"
+    "The schemas use two formats of their own, for what JSON Schema cannot state; a validator "
+    "should assert them:\n\n"
+    + "\n".join(f"- `{name}`: {meaning}." for name, meaning in FORMATS.items())
+)
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -58,7 +53,10 @@ def _body_errors(max_body_bytes: int) -> dict[str, Any]:
         "400": _errors("the body is not JSON"),
         "413": _errors(f"the body is larger than {max_body_bytes} bytes"),
         "415": _errors("the content type is not application/json (or application/*+json)"),
-        "422": _errors("the JSON breaks the input rules; each field names what is wrong"),
+        "422": _errors(
+            "the JSON breaks the input rules, or an object in it names a member twice; each "
+            "field names what is wrong"
+        ),
         "503": _UNAVAILABLE,
     }
 
@@ -71,14 +69,8 @@ def openapi_document(settings: Settings, max_batch_items: int) -> dict[str, Any]
     body_errors = _body_errors(settings.max_body_bytes)
     return {
         "openapi": "3.1.0",
-        "info": {
-            "title": "distcount ingress",
-            "version": "1",
-            "description": (
-                "Increments counters through Kafka (202 only once the broker acknowledged the "
-                "record) and reads their totals from PostgreSQL."
-            ),
-        },
+        "jsonSchemaDialect": DIALECT,
+        "info": {"title": "distcount ingress", "version": "1", "description": _DESCRIPTION},
         "paths": {
             "/increment": {
                 "post": {
@@ -110,7 +102,9 @@ def openapi_document(settings: Settings, max_batch_items: int) -> dict[str, Any]
                 "get": {
                     "operationId": "getCounter",
                     "summary": "A counter's total",
-                    "parameters": [{"name": "key", "in": "path", "required": True, "schema": _KEY}],
+                    "parameters": [
+                        {"name": "key", "in": "path", "required": True, "schema": key_schema()}
+                    ],
                     "responses": {
                         "200": _json(_ref("Counter"), "the total"),
                         "404": _errors("the key was never counted"),
@@ -154,17 +148,8 @@ def _object(properties: dict[str, Any]) -> dict[str, Any]:
 
 def _schemas(max_batch_items: int) -> dict[str, Any]:
     return {
-        "Increment": _object({"key": _KEY, "value": _VALUE}),
-        "IncrementBatch": _object(
-            {
-                "increments": {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": max_batch_items,
-                    "items": _ref("Increment"),
-                }
-            }
-        ),
+        "Increment": increment_schema(),
+        "IncrementBatch": batch_schema(max_batch_items, _ref("Increment")),
         "IncrementAccepted": _object({"data": _ref("Increment")}),
         "BatchAccepted": _object(
             {"data": _object({"increments": {"type": "array", "items": _ref("Increment")}})}
@@ -173,7 +158,7 @@ def _schemas(max_batch_items: int) -> dict[str, Any]:
             {
                 "data": _object(
                     {
-                        "key": _KEY,
+                        "key": key_schema(),
                         # a total is not bounded to 64 bits: it is written as an exact JSON integer
                         "value": {"type": "integer"},
                     }
