@@ -6,20 +6,25 @@ import asyncio
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import asyncpg
 import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from distcount_devstack._postgres import find_bindir, server_user
 from distcount_store import connect
 from tests.conftest import Services
 from tests.integration.conftest import CliRunner, free_port
+from tests.integration.pipeline import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.devstack]
 
@@ -91,8 +96,10 @@ async def _topics(bootstrap: str) -> dict[str, int]:
 def test_up_status_restart_down_purge(run_cli: CliRunner, dev_env: dict[str, str]) -> None:
     state = Path(dev_env["DISTCOUNT_DEV_DIR"])
     try:
-        up = run_cli("dev", "up", env=dev_env)
+        # flushes often, for the increment counted below
+        up = run_cli("dev", "up", env=dev_env | {"DISTCOUNT_FLUSH_INTERVAL_MS": "300"})
         assert up.returncode == 0, up.stdout + up.stderr
+        assert "postgres: created role distcount for the services" in up.stdout
 
         status = run_cli("dev", "status", env=dev_env)
         assert status.returncode == 0, status.stdout
@@ -107,16 +114,16 @@ def test_up_status_restart_down_purge(run_cli: CliRunner, dev_env: dict[str, str
         env_lines = run_cli("dev", "status", "--env", env=dev_env).stdout.splitlines()
         bootstrap = f"127.0.0.1:{dev_env['DISTCOUNT_DEV_KAFKA_PORT']}"
         assert f"export DISTCOUNT_KAFKA_BOOTSTRAP={bootstrap}" in env_lines
-        db_port = dev_env["DISTCOUNT_DEV_POSTGRES_PORT"]
-        assert (
-            f"export DISTCOUNT_DATABASE_URL=postgresql://distcount:distcount@127.0.0.1:{db_port}"
-            "/distcount" in env_lines
-        )
         assert f"export DISTCOUNT_HTTP_PORT={dev_env['DISTCOUNT_HTTP_PORT']}" in env_lines
         assert asyncio.run(_topics(bootstrap)) == {
             "distcount.increments": 6,
             "distcount.increments.dlq": 6,
         }
+        url = _services_and_migrations_have_roles_of_their_own(dev_env, env_lines)
+        migrated = run_cli("migrate", env=dev_env)  # the local stack's, as its superuser
+        assert (
+            migrated.stdout == "already up to date\ngranted role distcount what the services need\n"
+        )
 
         # crashed pieces: `up` restarts just those
         for crashed in ("postgres", "aggregator"):
@@ -128,6 +135,8 @@ def test_up_status_restart_down_purge(run_cli: CliRunner, dev_env: dict[str, str
         again = run_cli("dev", "up", env=offline)
         assert again.returncode == 0, again.stdout + again.stderr
         assert "fetching" not in again.stdout
+        assert "created role" not in again.stdout
+        assert "role distcount granted" in again.stdout  # again, which changes nothing
         assert "kafka: started" not in again.stdout
         second = _pids(run_cli("dev", "status", env=dev_env).stdout)
         assert second["kafka"] == first["kafka"]
@@ -136,7 +145,6 @@ def test_up_status_restart_down_purge(run_cli: CliRunner, dev_env: dict[str, str
             assert second[restarted][0] != first[restarted][0]
             assert second[restarted][1] == "healthy"
 
-        url = f"postgresql://distcount:distcount@127.0.0.1:{db_port}/distcount"
         asyncio.run(_write_total(url))
 
         down = run_cli("dev", "down", env=dev_env)
@@ -158,6 +166,73 @@ def test_up_status_restart_down_purge(run_cli: CliRunner, dev_env: dict[str, str
         purge = run_cli("dev", "down", "--purge", env=dev_env)
     assert purge.returncode == 0, purge.stderr
     assert not state.exists()
+
+
+def _services_and_migrations_have_roles_of_their_own(
+    env: dict[str, str], env_lines: list[str]
+) -> str:
+    """The two URLs of `dev status --env`, checked; returns the services' URL."""
+    db_port = env["DISTCOUNT_DEV_POSTGRES_PORT"]
+    url = f"postgresql://distcount:distcount@127.0.0.1:{db_port}/distcount"
+    admin_url = f"postgresql://distcount_admin:distcount_admin@127.0.0.1:{db_port}/distcount"
+    assert f"export DISTCOUNT_DATABASE_URL={url}" in env_lines
+    assert f"export DISTCOUNT_MIGRATE_DATABASE_URL={admin_url}" in env_lines
+    asyncio.run(_the_services_role_changes_no_schema(url, admin_url))
+    _counted_through_the_stack(env, admin_url)
+    return url
+
+
+async def _the_services_role_changes_no_schema(url: str, admin_url: str) -> None:
+    """The services' URL is a plain role that may not change the schema; the migrations' URL is
+    the superuser's."""
+    conn = await connect(url)
+    try:
+        assert await conn.fetchval(
+            "SELECT NOT (rolsuper OR rolcreatedb OR rolcreaterole) FROM pg_roles "
+            "WHERE rolname = current_user"
+        )
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("CREATE TABLE intruder (id int)")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("DROP TABLE counter_events")
+    finally:
+        await conn.close()
+    admin = await connect(admin_url)
+    try:
+        assert await admin.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        assert (
+            await admin.fetchval(
+                "SELECT tableowner FROM pg_tables WHERE tablename = 'counter_events'"
+            )
+            == urlsplit(admin_url).username
+        )
+    finally:
+        await admin.close()
+
+
+def _counted_through_the_stack(env: dict[str, str], admin_url: str) -> None:
+    """HTTP in, the stack's aggregator flushing as the services' role, the total out."""
+    base = f"http://127.0.0.1:{env['DISTCOUNT_HTTP_PORT']}"
+    answer = httpx.post(f"{base}/increment", json={"key": "roles", "value": 3}, timeout=10)
+    assert answer.status_code == 202, answer.text
+
+    async def counted() -> bool:
+        async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+            return (await client.get("/counters/roles")).status_code == 200
+
+    asyncio.run(wait_for(counted, 60, "the stack's aggregator to flush the increment"))
+    got = httpx.get(f"{base}/counters/roles", timeout=5).json()
+    assert got == {"data": {"key": "roles", "value": 3}}
+    # the services' role appends to the log but may not read it back: the superuser counts
+    assert asyncio.run(_events(admin_url)) == 1
+
+
+async def _events(admin_url: str) -> int:
+    conn = await connect(admin_url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM counter_events"))
+    finally:
+        await conn.close()
 
 
 async def _write_total(url: str) -> None:
@@ -240,3 +315,68 @@ def test_up_uses_services_that_already_run(
     assert topics[topic] == 2
     assert topics[f"{topic}.dlq"] == 2
     assert re.search(r"migrations: (already up to date|0001_initial)", up.stdout)
+
+
+def _cluster_from_before_the_roles_split(home: Path) -> None:
+    """The PostgreSQL of a state folder made before the services had a role of their own: its
+    bootstrap superuser is `distcount`, and there is no roles file."""
+    user = server_user()
+    home.mkdir(parents=True)
+    pwfile = home / "pwfile"
+    pwfile.write_text("distcount\n")
+    if user is not None:
+        shutil.chown(home, user, user)
+        shutil.chown(pwfile, user, user)
+    subprocess.run(
+        [
+            str(find_bindir() / "initdb"),
+            f"--pgdata={home / 'data'}",
+            "--username=distcount",
+            f"--pwfile={pwfile}",
+            "--auth-host=scram-sha-256",
+            "--auth-local=trust",
+            "--encoding=UTF8",
+            "--no-locale",
+        ],
+        capture_output=True,
+        user=user,
+        timeout=300,
+        check=True,
+    )
+    pwfile.unlink()
+
+
+def test_a_state_folder_from_before_the_roles_split_still_works(
+    run_cli: CliRunner, dev_env: dict[str, str], services: Services
+) -> None:
+    state = Path(dev_env["DISTCOUNT_DEV_DIR"])
+    _cluster_from_before_the_roles_split(state / "postgres")
+    # the session's broker, so that only PostgreSQL and the services start here
+    env = dev_env | {
+        "DISTCOUNT_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
+        "DISTCOUNT_TOPIC": f"test.legacy.{free_port()}",
+        "DISTCOUNT_PARTITIONS": "1",
+    }
+    try:
+        up = run_cli("dev", "up", env=env)
+
+        assert up.returncode == 0, up.stdout + up.stderr
+        hints = [line for line in up.stdout.splitlines() if "hint" in line]
+        assert hints == [
+            "postgres: hint: this state folder predates the services' own role, so they log in "
+            "as the superuser distcount; `distcount dev down --purge` (which deletes the local "
+            "data) gives the stack separate roles"
+        ]
+        assert "created role" not in up.stdout
+        status = run_cli("dev", "status", env=env)
+        assert status.returncode == 0, status.stdout
+        env_lines = run_cli("dev", "status", "--env", env=env).stdout.splitlines()
+        url = f"postgresql://distcount:distcount@127.0.0.1:{env['DISTCOUNT_DEV_POSTGRES_PORT']}"
+        assert f"export DISTCOUNT_DATABASE_URL={url}/distcount" in env_lines
+        assert f"export DISTCOUNT_MIGRATE_DATABASE_URL={url}/distcount" in env_lines
+        # as does `distcount migrate` on the local stack
+        migrated = run_cli("migrate", env=env)
+        assert (migrated.returncode, migrated.stdout) == (0, "already up to date\n")
+    finally:
+        purge = run_cli("dev", "down", "--purge", env=env)
+    assert purge.returncode == 0, purge.stderr

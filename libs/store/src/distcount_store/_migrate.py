@@ -3,6 +3,8 @@
 Applied files are recorded in `schema_migrations` with a checksum, so a file edited after it ran
 is reported rather than silently skipped. A session-level advisory lock serialises concurrent
 migrators (several services starting at once): the second one waits, then finds nothing to do.
+Then the services' role, when it is not the migrating one, is granted what the services need
+(`_grants.py`), under the same lock: two GRANTs on one table at once can fail.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncpg
 
 from distcount_store._connect import connect
 from distcount_store._errors import MigrationError
+from distcount_store._grants import grant_service_privileges
 
 # Any constant will do, as long as nothing else in the database uses it for another purpose.
 MIGRATION_LOCK_KEY: Final = 0x64697374636E74  # "distcnt"
@@ -74,8 +77,11 @@ async def applied_migrations(conn: asyncpg.Connection) -> dict[str, str]:
     return {row["version"]: row["checksum"] for row in rows}
 
 
-async def migrate(database_url: str, migrations: Sequence[Migration]) -> list[Migration]:
-    """Apply what is missing; returns the migrations this call applied (empty when up to date)."""
+async def migrate(
+    database_url: str, migrations: Sequence[Migration], grant_to: str | None = None
+) -> list[Migration]:
+    """Apply what is missing, then grant role `grant_to` (if any) the services' privileges;
+    returns the migrations this call applied (empty when up to date)."""
     conn = await connect(database_url)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
@@ -89,6 +95,8 @@ async def migrate(database_url: str, migrations: Sequence[Migration]) -> list[Mi
                     continue
                 await _apply(conn, migration)
                 applied.append(migration)
+            if grant_to is not None:
+                await grant_service_privileges(conn, grant_to)
             return applied
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
