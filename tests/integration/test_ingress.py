@@ -193,6 +193,10 @@ async def test_the_batch_path_answers_503_while_transactions_are_unavailable_and
         assert "transactions" in batch.json()["errors"]["kafka"][0]
         single = await app.client.post("/increment", json={"key": "s", "value": 2})
         assert single.status_code == 202
+        # not ready while one of the two paths answers 503, whichever it is
+        ready = await app.client.get("/health/ready")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["kafka"].startswith("error: Kafka transactions are not")
     records = await _consume_all(services.kafka_bootstrap, topic, "read_uncommitted")
     assert [r.key for r in records] == [b"s"]
 
@@ -307,7 +311,10 @@ async def test_ready_when_kafka_and_postgres_answer(
         assert (await app.client.get("/health/live")).json() == {"status": "ok"}
         ready = await app.client.get("/health/ready")
         assert ready.status_code == 200
-        assert ready.json() == {"status": "ok", "checks": {"kafka": "ok", "postgres": "ok"}}
+        assert ready.json() == {
+            "status": "ok",
+            "checks": {"kafka": "ok", "postgres": "ok", "counting": "ok"},
+        }
 
 
 @pytest.mark.parametrize("where", ["missing database", "closed port"])
@@ -435,6 +442,47 @@ async def test_serve_answers_over_http_and_flushes_on_the_way_out(
             await server
     records = await _consume_all(services.kafka_bootstrap, topic, "read_uncommitted")
     assert [(r.key, r.value) for r in records] == [(b"over-http", b'{"key":"over-http","value":3}')]
+
+
+async def test_over_http_the_edges_of_the_rules_get_one_422_each(
+    services: Services, topic: str, database: str
+) -> None:
+    """What the routing and the parsing of a real server see: a newline in a path, integers
+    past 64 bits on both sides, members named twice."""
+    port = _free_port()
+    settings = _settings(services, topic, database, http_port=str(port))
+    server = asyncio.create_task(serve(settings))
+    control = {"errors": {"key": ["must not contain control characters"]}}
+    out_of_range = ["must be within the 64-bit signed integer range"]
+    repeated = ["must not be repeated"]
+    posts = [
+        ("/increment", b'{"key": "k", "value": 9223372036854775808}', {"value": out_of_range}),
+        ("/increment", b'{"key": "k", "value": -9223372036854775809}', {"value": out_of_range}),
+        ("/increment", b'{"key": "a", "key": "b", "value": 1}', {"key": repeated}),
+        (
+            "/increments",
+            b'{"increments": [{"key": "a", "value": 1, "value": 2}]}',
+            {"increments[0].value": repeated},
+        ),
+        ("/increment", b'{"key": "a\\nb", "value": 1}', control["errors"]),
+    ]
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            await _wait_live(client, 30)
+            for path, body, errors in posts:
+                response = await client.post(
+                    path, content=body, headers={"content-type": "application/json"}
+                )
+                assert (response.status_code, response.json()) == (422, {"errors": errors}), body
+            for key in ("a%0Ab", "a%0A", "%0A", "a%0D%0Ab"):
+                response = await client.get(f"/counters/{key}")
+                assert (response.status_code, response.json()) == (422, control), key
+    finally:
+        server.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await server
+    ends = await _end_offsets(services.kafka_bootstrap, topic)
+    assert sum(ends.values()) == 0
 
 
 async def _chunks(parts: list[bytes]) -> AsyncIterator[bytes]:

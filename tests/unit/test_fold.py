@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from distcount_aggregator import PartitionState, bucket_start_ms, fold, next_tick_ms
+from distcount_codec import Increment, InvalidRecord, RecordDecoder, decode_record
 
 
 @pytest.mark.parametrize(
@@ -70,7 +71,7 @@ def _record(offset: int, timestamp: int, key: str, value: int) -> FakeRecord:
 
 def test_fold_sums_per_bucket_and_key() -> None:
     state = PartitionState(0, stored_offset=None)
-    known: set[str] = set()
+    decoder = RecordDecoder()
     records = [
         _record(0, 1_000, "a", 1),
         _record(1, 1_999, "a", 2),
@@ -78,15 +79,15 @@ def test_fold_sums_per_bucket_and_key() -> None:
         _record(3, 1_500, "b", -1),  # late timestamp: back to its own bucket
         _record(4, 2_500, "a", 1),
     ]
-    assert fold(state, records, 1000, known) == []
+    assert fold(state, records, 1000, decoder) == []
     assert state.deltas == {1000: {"a": 3, "b": -1}, 2000: {"a": 6}}
     assert (state.position, state.folded_until) == (5, 5)
-    assert known == {"a", "b"}
+    assert {key for key, _ in decoder.known.values()} == {"a", "b"}
 
 
 def test_fold_rejects_what_breaks_the_contract_and_moves_past_it() -> None:
     state = PartitionState(0, stored_offset=None)
-    known: set[str] = {"a"}
+    decoder = RecordDecoder()
     records = [
         FakeRecord(0, 1000, b"{oops"),
         FakeRecord(1, 1000, None),
@@ -95,7 +96,7 @@ def test_fold_rejects_what_breaks_the_contract_and_moves_past_it() -> None:
         FakeRecord(4, 1000, orjson.dumps({"key": ["a"], "value": 1})),
         _record(5, 1000, "a", 4),
     ]
-    rejected = fold(state, records, 1000, known)
+    rejected = fold(state, records, 1000, decoder)
     assert [(r.offset, reason.split(":")[0]) for r, reason in rejected] == [
         (0, "value is not UTF-8 JSON"),
         (1, "empty record value"),
@@ -105,33 +106,108 @@ def test_fold_rejects_what_breaks_the_contract_and_moves_past_it() -> None:
     ]
     assert state.deltas == {1000: {"a": 4}}
     assert state.folded_until == 6
-    assert known == {"a"}
+    # only what decoded is remembered: a bad value is checked again each time it comes
+    assert list(decoder.known.values()) == [Increment("a", 1), Increment("a", 4)]
 
 
 def test_fold_skips_records_before_the_position() -> None:
     state = PartitionState(0, stored_offset=10)
     records = [_record(offset, 1000, "a", 1) for offset in range(8, 13)]
-    assert fold(state, records, 1000, set()) == []
+    assert fold(state, records, 1000, RecordDecoder()) == []
     assert state.deltas == {1000: {"a": 3}}
     assert state.position == 13
-    assert fold(state, records[:2], 1000, set()) == []  # all old: nothing changes
+    assert fold(state, records[:2], 1000, RecordDecoder()) == []  # all old: nothing changes
     assert state.deltas == {1000: {"a": 3}}
 
 
 def test_an_unknown_key_is_validated_before_it_counts() -> None:
     state = PartitionState(0, stored_offset=None)
-    known: set[str] = set()
-    rejected = fold(state, [_record(0, 0, "x" * 300, 1)], 1000, known)
+    decoder = RecordDecoder()
+    rejected = fold(state, [_record(0, 0, "x" * 300, 1)], 1000, decoder)
     assert len(rejected) == 1
     assert "at most 256 bytes" in rejected[0][1]
-    assert known == set()
+    assert decoder.known == {}
     assert state.deltas == {}
 
 
 def test_a_timestamp_past_what_postgresql_stores_is_rejected() -> None:
     state = PartitionState(0, stored_offset=None)
-    rejected = fold(state, [_record(0, 10**16, "a", 1), _record(1, 1000, "a", 1)], 1000, set())
+    rejected = fold(
+        state, [_record(0, 10**16, "a", 1), _record(1, 1000, "a", 1)], 1000, RecordDecoder()
+    )
     assert [(r.offset, reason) for r, reason in rejected] == [
         (0, "timestamp 10000000000000000 is past the year 9999")
     ]
     assert state.deltas == {1000: {"a": 1}}
+
+
+def test_a_record_naming_a_member_twice_is_dead_lettered_even_for_a_known_key() -> None:
+    state = PartitionState(0, stored_offset=None)
+    decoder = RecordDecoder()
+    fold(state, [_record(0, 0, "a", 1), _record(1, 0, "b", 1)], 1000, decoder)
+    state = PartitionState(0, stored_offset=None)
+    records = [
+        FakeRecord(0, 1000, b'{"key":"a","value":1,"key":"b"}'),
+        FakeRecord(1, 1000, b'{"key":"a","value":1,"value":1000}'),
+        FakeRecord(2, 1000, b'{"key":"a","value":1,"k\\u0065y":"b"}'),
+        FakeRecord(3, 1000, b'{"key":"a\\"","value":1}'),  # escaped quote, no repeat: counted
+        FakeRecord(4, 1000, b'{"key":"b","value":2,"id":"x"}'),  # another member: counted
+    ]
+    rejected = fold(state, records, 1000, decoder)
+    assert [(r.offset, reason) for r, reason in rejected] == [
+        (0, "breaks the record contract: key: must not be repeated"),
+        (1, "breaks the record contract: value: must not be repeated"),
+        (2, "breaks the record contract: key: must not be repeated"),
+    ]
+    assert state.deltas == {1000: {'a"': 1, "b": 2}}
+
+
+@pytest.mark.parametrize(
+    "literal", [b"9223372036854775808", b"-9223372036854775809", b"-1" + b"0" * 400]
+)
+def test_a_value_past_int64_is_dead_lettered_for_the_range(literal: bytes) -> None:
+    state = PartitionState(0, stored_offset=None)
+    record = FakeRecord(0, 1000, b'{"key":"a","value":%s}' % literal)
+    rejected = fold(state, [record], 1000, RecordDecoder())
+    assert [reason for _, reason in rejected] == [
+        "breaks the record contract: value: must be within the 64-bit signed integer range"
+    ]
+    assert state.deltas == {}
+
+
+def test_a_value_decoded_once_is_remembered_within_a_bound() -> None:
+    decoder = RecordDecoder(max_known=2)
+    state = PartitionState(0, stored_offset=None)
+    a1, b1, c1 = (orjson.dumps({"key": k, "value": 1}) for k in "abc")
+    fold(state, [FakeRecord(0, 0, a1), FakeRecord(1, 0, a1), FakeRecord(2, 0, b1)], 1000, decoder)
+    assert decoder.known == {a1: Increment("a", 1), b1: Increment("b", 1)}
+    fold(state, [FakeRecord(3, 0, c1)], 1000, decoder)  # full: starts afresh
+    assert decoder.known == {c1: Increment("c", 1)}
+    assert state.deltas == {0: {"a": 2, "b": 1, "c": 1}}
+
+
+def test_a_remembered_value_is_what_decoding_says() -> None:
+    # the memory must never admit what the full rules refuse, nor change what they accept
+    decoder = RecordDecoder()
+    values = [
+        b'{"key":"a","value":1}',
+        b'{"value":1,"key":"a"}',
+        b'{"key":"a","value":1,"key":"a"}',
+        b'{"key":"a\\u0000","value":1}',
+        b'{"key":"a\x01","value":1}',
+        b'{"key":"a","value":1.0}',
+        b'{"key":"a","value":9223372036854775808}',
+        b'{"key":"' + "\u00e9".encode() * 129 + b'","value":1}',
+        b'{"key":"' + "\u00e9".encode() * 128 + b'","value":1}',
+    ]
+    for value in values:
+        try:
+            want: tuple[str, int] | str = decode_record(value)
+        except InvalidRecord as exc:
+            want = str(exc)
+        for _ in range(2):  # decoded, then remembered
+            try:
+                got: tuple[str, int] | str = decoder.known.get(value) or decoder.decode(value)
+            except InvalidRecord as exc:
+                got = str(exc)
+            assert got == want, value

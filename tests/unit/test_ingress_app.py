@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import httpx
 import orjson
 import pytest
 
+from distcount_codec import increment_schema
 from distcount_config import Settings, load
 from distcount_ingress import KafkaUnavailable, Overloaded, Unavailable, create_app
+from distcount_ingress._app import MAX_BATCH_ITEMS
 from distcount_ingress._batcher import Batcher
 from distcount_metrics import ingress_metrics
 from distcount_store import DatabaseUnavailable
@@ -50,6 +53,7 @@ class FakeCounters:
     def __init__(self) -> None:
         self.totals: dict[str, int] = {}
         self.failure: DatabaseUnavailable | None = None
+        self.stalled: list[str] = []
 
     async def read(self, key: str) -> int | None:
         if self.failure is not None:
@@ -59,6 +63,11 @@ class FakeCounters:
     async def check(self, timeout_s: float) -> None:
         if self.failure is not None:
             raise self.failure
+
+    async def stalls(self, timeout_s: float) -> list[str]:
+        if self.failure is not None:
+            raise self.failure
+        return self.stalled
 
 
 @pytest.fixture
@@ -179,6 +188,76 @@ async def test_invalid_increments_are_refused_and_not_published(
     assert field in response.json()["errors"]
     assert all(isinstance(m, str) for m in response.json()["errors"][field])
     assert publisher.records == []
+
+
+OUT_OF_RANGE = {"value": ["must be within the 64-bit signed integer range"]}
+
+
+@pytest.mark.parametrize(
+    "literal",
+    [b"9223372036854775808", b"-9223372036854775809", b"18446744073709551616", b"-1" + b"0" * 400],
+)
+async def test_integers_past_int64_all_get_the_range_message(
+    client: httpx.AsyncClient, publisher: FakePublisher, literal: bytes
+) -> None:
+    response = await _post(client, "/increment", b'{"key": "k", "value": %s}' % literal, JSON)
+    assert response.status_code == 422
+    assert response.json() == {"errors": OUT_OF_RANGE}
+    batch = b'{"increments": [{"key": "k", "value": %s}]}' % literal
+    response = await _post(client, "/increments", batch, JSON)
+    assert response.status_code == 422
+    assert response.json() == {
+        "errors": {"increments[0].value": ["must be within the 64-bit signed integer range"]}
+    }
+    assert publisher.records == []
+    assert publisher.batches == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "errors"),
+    [
+        ("/increment", b'{"key": "a", "key": "b", "value": 1}', {"key": ["must not be repeated"]}),
+        (
+            "/increment",
+            b'{"key": "a", "value": 1, "k\\u0065y": "b"}',
+            {"key": ["must not be repeated"]},
+        ),
+        (
+            "/increment",
+            b'{"key": "a", "value": 1, "value": 5}',
+            {"value": ["must not be repeated"]},
+        ),
+        (
+            "/increments",
+            b'{"increments": [{"key": "a", "value": 1}, {"key": "a", "value": 1, "value": 2}]}',
+            {"increments[1].value": ["must not be repeated"]},
+        ),
+        (
+            "/increments",
+            b'{"increments": [{"key": "a", "value": 1}], "increments": []}',
+            {"increments": ["must not be repeated"]},
+        ),
+    ],
+)
+async def test_a_member_named_twice_gets_422_and_nothing_is_published(
+    client: httpx.AsyncClient,
+    publisher: FakePublisher,
+    path: str,
+    body: bytes,
+    errors: dict[str, list[str]],
+) -> None:
+    response = await _post(client, path, body, JSON)
+    assert response.status_code == 422
+    assert response.json() == {"errors": errors}
+    assert publisher.records == []
+    assert publisher.batches == []
+
+
+async def test_nan_is_not_json_even_beside_a_long_integer(client: httpx.AsyncClient) -> None:
+    body = b'{"key": "k", "value": 12345678901234567890, "x": NaN}'
+    response = await _post(client, "/increment", body, JSON)
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == ["body"]
 
 
 async def test_the_extreme_int64_values_are_accepted(
@@ -355,6 +434,22 @@ async def test_a_bad_counter_key_is_422(client: httpx.AsyncClient, path: str) ->
     assert "key" in response.json()["errors"]
 
 
+@pytest.mark.parametrize("key", ["a\nb", "a\n", "\n", "a\r\nb", "a\x85"])
+async def test_a_counter_key_with_control_characters_gets_the_422_of_a_write(
+    client: httpx.AsyncClient, counters: FakeCounters, key: str
+) -> None:
+    counters.totals = {"a": 5, "a\nb": 1}  # a newline at the end must not read "a"
+    written = await client.post("/increment", json={"key": key, "value": 1})
+    assert written.status_code == 422
+    response = await client.get("/counters/" + quote(key, safe=""))
+    assert response.status_code == 422
+    assert (
+        response.json()
+        == written.json()
+        == {"errors": {"key": ["must not contain control characters"]}}
+    )
+
+
 async def test_an_unreachable_database_gives_503(
     client: httpx.AsyncClient, counters: FakeCounters
 ) -> None:
@@ -385,14 +480,29 @@ async def test_health(
     assert (await client.get("/health/live")).json() == {"status": "ok"}
     ready = await client.get("/health/ready")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ok", "checks": {"kafka": "ok", "postgres": "ok"}}
+    assert ready.json() == {
+        "status": "ok",
+        "checks": {"kafka": "ok", "postgres": "ok", "counting": "ok"},
+    }
+    counters.stalled = ["partition 3 of t stopped at offset 7 since …: lz4"]
+    ready = await client.get("/health/ready")
+    assert ready.status_code == 503
+    assert ready.json()["checks"] == {
+        "kafka": "ok",
+        "postgres": "ok",
+        "counting": "stopped: partition 3 of t stopped at offset 7 since …: lz4",
+    }
     publisher.check_failure = KafkaUnavailable("no broker")
     counters.failure = DatabaseUnavailable("no server")
     ready = await client.get("/health/ready")
     assert ready.status_code == 503
     assert ready.json() == {
         "status": "unavailable",
-        "checks": {"kafka": "error: no broker", "postgres": "error: no server"},
+        "checks": {
+            "kafka": "error: no broker",
+            "postgres": "error: no server",
+            "counting": "unknown: PostgreSQL does not answer",
+        },
     }
 
 
@@ -409,11 +519,12 @@ async def test_the_openapi_document_describes_the_contract(client: httpx.AsyncCl
         "/health/ready",
         "/openapi.json",
     }
-    increment = document["components"]["schemas"]["Increment"]["properties"]
-    assert increment["key"]["minLength"] == 1
-    assert increment["key"]["maxLength"] == 256
-    assert increment["value"]["format"] == "int64"
-    assert increment["value"]["not"] == {"const": 0}
+    # the codec's fragments, whose agreement with the rules tests/unit/test_openapi_rules.py checks
+    assert document["components"]["schemas"]["Increment"] == increment_schema()
+    assert (
+        document["components"]["schemas"]["IncrementBatch"]["properties"]["increments"]["maxItems"]
+        == MAX_BATCH_ITEMS
+    )
     post = document["paths"]["/increment"]["post"]["responses"]
     assert set(post) == {"202", "400", "413", "415", "422", "503"}
     assert "Retry-After" in post["503"]["headers"]
@@ -627,6 +738,9 @@ async def test_a_handler_that_fails_is_counted_as_500(
 
         async def check(self, timeout_s: float) -> None:
             pass
+
+        async def stalls(self, timeout_s: float) -> list[str]:
+            return []
 
     metrics = ingress_metrics(_MetricsOptions())
     app = create_app(settings, publisher, Broken(), metrics=metrics)

@@ -697,6 +697,7 @@ def _aggregator_steps() -> Steps:
     return [
         ("watch_live_entries", (lambda: 120,)),
         ("watch_lag", (lambda: {0: 15, 1: 0},)),
+        ("watch_stalled", (lambda: 1,)),
         ("on_fetched", (0, records)),
         ("on_fetched", (1, [*records[:5], _ConsumerRecord(5, None)])),
         ("on_dead_letter", ()),

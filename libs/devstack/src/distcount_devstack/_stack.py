@@ -1,8 +1,9 @@
 """`distcount dev up | down | status`: the whole local stack, idempotently.
 
 `up` starts only what is not running (so after a crash it restarts just the missing piece), uses
-services the environment points at instead of starting its own, then creates the database, applies
-the migrations and creates the topics.
+services the environment points at instead of starting its own, then creates the database and the
+services' role, applies the migrations (as the superuser, which grants that role its privileges)
+and creates the topics.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import shlex
 import signal
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from distcount_config import Settings
@@ -22,7 +23,16 @@ from distcount_devstack._maven import KafkaJars
 from distcount_devstack._process import ProcessRecord, is_alive, port_in_use, stop
 from distcount_devstack._services import ServiceNode, http_ok
 from distcount_devstack._state import StackState, locked
-from distcount_store import StoreError, find_migrations, migrate, redact
+from distcount_store import (
+    Stall,
+    StoreError,
+    connect,
+    find_migrations,
+    migrate,
+    read_stalls,
+    redact,
+    service_role,
+)
 
 KAFKA = "kafka"
 POSTGRES = "postgres"
@@ -40,6 +50,7 @@ class ComponentStatus:
     healthy: bool
     endpoint: str
     origin: str  # "local" (started by `dev up`) or "external"
+    problems: tuple[str, ...] = ()  # what makes it unhealthy, when it can tell
 
 
 class Stack:
@@ -79,14 +90,23 @@ class Stack:
 
     @property
     def database_url(self) -> str:
+        """As the services log in."""
         if self.external_postgres:
             return self.settings.database_url
+        return self.postgres.service_url(self.database_name)
+
+    @property
+    def migrate_database_url(self) -> str:
+        """As the migrations run."""
+        if self.external_postgres:
+            return self.settings.migrate_database_url
         return self.postgres.url(self.database_name)
 
     def env_lines(self) -> list[str]:
         values = {
             "DISTCOUNT_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "DISTCOUNT_DATABASE_URL": self.database_url,
+            "DISTCOUNT_MIGRATE_DATABASE_URL": self.migrate_database_url,
             "DISTCOUNT_TOPIC": self.settings.topic,
             "DISTCOUNT_HTTP_PORT": str(self.settings.http_port),
         }
@@ -143,6 +163,8 @@ class Stack:
         env = {
             "DISTCOUNT_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "DISTCOUNT_DATABASE_URL": self.database_url,
+            # not the migrations' role, even one `dev up` was given: the services need not know it
+            "DISTCOUNT_MIGRATE_DATABASE_URL": self.database_url,
         }
         if not self.dev.metrics_chosen:
             # like a development server: metrics on the console (`distcount dev metrics`), where
@@ -205,14 +227,26 @@ class Stack:
             )
             if created:
                 self.say(f"postgres: created database {self.database_name}")
+            if self.postgres.legacy_roles:
+                self.say(
+                    f"postgres: hint: this state folder predates the services' own role, so they "
+                    f"log in as the superuser {_postgres.SERVICE_USER}; `distcount dev down "
+                    "--purge` (which deletes the local data) gives the stack separate roles"
+                )
+            elif await self.postgres.ensure_service_role():
+                self.say(f"postgres: created role {_postgres.SERVICE_USER} for the services")
+        role = service_role(self.database_url, self.migrate_database_url)
         try:
             applied = await migrate(
-                self.database_url, find_migrations(self.settings.migrations_dir)
+                self.migrate_database_url,
+                find_migrations(self.settings.migrations_dir),
+                grant_to=role,
             )
         except StoreError as exc:
             raise DevStackError(f"migrations: {exc}") from exc
         names = ", ".join(f"{m.version}_{m.name}" for m in applied) or "already up to date"
-        self.say(f"migrations: {names}")
+        granted = f"; role {role} granted what the services need" if role is not None else ""
+        self.say(f"migrations: {names}{granted}")
         topics = {
             self.settings.topic: self.settings.partitions,
             self.settings.dlq_topic: self.settings.partitions,
@@ -286,15 +320,36 @@ class Stack:
                     f"http://127.0.0.1:{http_port}",
                     lambda: http_ok("127.0.0.1", http_port, "/health/ready"),
                 ),
-                self._status(
-                    AGGREGATOR,
-                    state.processes.get(AGGREGATOR),
-                    False,
-                    f"group {self.settings.group_id}",
-                    _true,
-                ),
+                self._aggregator_status(state.processes.get(AGGREGATOR)),
             )
         )
+
+    async def _aggregator_status(self, record: ProcessRecord | None) -> ComponentStatus:
+        stalls = await self.stalls()
+        status = await self._status(
+            AGGREGATOR, record, False, f"group {self.settings.group_id}", _true
+        )
+        if not stalls:
+            return status
+        return replace(
+            status,
+            healthy=False,
+            problems=tuple(f"counting stopped: {stall.describe()}" for stall in stalls),
+        )
+
+    async def stalls(self) -> list[Stall]:
+        """The stalled partitions of the stack's group and topic; none when PostgreSQL does not
+        answer (its own row says so) or has no stall table yet."""
+        try:
+            conn = await connect(self.database_url, timeout_s=3)
+        except StoreError:
+            return []
+        try:
+            return await read_stalls(conn, self.settings.group_id, self.settings.topic)
+        except Exception:  # no table before the migrations ran, or no privilege: nothing to show
+            return []
+        finally:
+            await conn.close()
 
     @staticmethod
     async def _status(

@@ -96,6 +96,14 @@ LIVE_ENTRIES: Final = Metric(
     "entries",
     "(bucket, key) deltas held in memory, waiting for a flush",
 )
+STALLED_PARTITIONS: Final = Metric(
+    "aggregator.stalled_partitions",
+    Kind.GAUGE,
+    (),
+    "partitions",
+    "partitions whose counting stopped at a record batch that cannot be decoded (see the "
+    "README's Stalled partitions); anything above 0 needs an operator",
+)
 FLUSH_DURATION: Final = Metric(
     "aggregator.flush.duration",
     Kind.TIMER,
@@ -173,6 +181,7 @@ CATALOG: Final[tuple[Metric, ...]] = (
     RECORDS_IN,
     DEAD_LETTERS,
     LIVE_ENTRIES,
+    STALLED_PARTITIONS,
     FLUSH_DURATION,
     FLUSH_ROWS,
     FLUSH_FAILURES,

@@ -83,6 +83,9 @@ class AggregatorMetrics:
     def watch_lag(self, read: Callable[[], Mapping[int, int]]) -> None:
         """`read()` maps each assigned partition to the records not folded yet."""
 
+    def watch_stalled(self, read: Callable[[], int]) -> None:
+        """`read()` tells how many partitions stopped at a batch that cannot be decoded."""
+
 
 class RecordingIngressMetrics(IngressMetrics):
     def __init__(self, recorder: Recorder, reporting: ReportingContext) -> None:
@@ -205,6 +208,9 @@ class RecordingAggregatorMetrics(AggregatorMetrics):
 
     def watch_live_entries(self, read: Callable[[], int]) -> None:
         self._recorder.watch(m.LIVE_ENTRIES, lambda: {(): read()})
+
+    def watch_stalled(self, read: Callable[[], int]) -> None:
+        self._recorder.watch(m.STALLED_PARTITIONS, lambda: {(): read()})
 
     def watch_lag(self, read: Callable[[], Mapping[int, int]]) -> None:
         self._recorder.watch(

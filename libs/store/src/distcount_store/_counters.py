@@ -25,13 +25,27 @@ SELECT next_offset FROM consumer_offsets
 WHERE group_id = $1 AND topic = $2 AND partition = $3
 FOR UPDATE
 """
-_INSERT_OFFSET = """
+# Moving the offset past a stalled one means the batch that stalled the partition is counted
+# (or skipped on purpose): its stall row goes in the same statement.
+_PASSED_STALL = """
+WITH passed AS (
+    DELETE FROM partition_stalls
+    WHERE group_id = $1 AND topic = $2 AND partition = $3 AND stalled_offset < $4
+)
+"""
+_INSERT_OFFSET = (
+    _PASSED_STALL
+    + """
 INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ($1, $2, $3, $4)
 """
-_UPDATE_OFFSET = """
+)
+_UPDATE_OFFSET = (
+    _PASSED_STALL
+    + """
 UPDATE consumer_offsets SET next_offset = $4, updated_at = now()
 WHERE group_id = $1 AND topic = $2 AND partition = $3
 """
+)
 _INSERT_EVENTS_WIDE = """
 INSERT INTO counter_events (key, bucket_start, delta)
 SELECT key, to_timestamp(bucket_ms / 1000.0), delta

@@ -19,7 +19,10 @@ from aiokafka.errors import KafkaError
 
 from distcount_aggregator._deadletter import DeadLetters
 from distcount_aggregator._errors import AssignmentFailed
+from distcount_aggregator._fetch import GuardedFetch
 from distcount_aggregator._fold import PartitionState, fold, next_tick_ms
+from distcount_aggregator._stalls import Stalls
+from distcount_codec import RecordDecoder
 from distcount_config import Settings
 from distcount_metrics import AggregatorMetrics
 from distcount_store import Fenced, PartitionFlush, flush_partition, read_offsets
@@ -60,7 +63,7 @@ class Aggregator:
         self._group = settings.group_id
         self._bucket_ms = settings.bucket_ms
         self._states: dict[int, PartitionState] = {}
-        self._known_keys: set[str] = set()
+        self._decoder = RecordDecoder()
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._fatal: BaseException | None = None
@@ -69,6 +72,8 @@ class Aggregator:
         self._paused = False
         self._generation = 0  # counts assignments
         self._background: set[asyncio.Future[None]] = set()
+        self._fetcher = GuardedFetch(consumer, MAX_RECORDS_PER_FETCH)
+        self._stalls = Stalls(settings, consumer, pool, self._metrics)
         self.listener = _Listener(self)
 
     # -- the loop -------------------------------------------------------------------------------
@@ -85,21 +90,26 @@ class Aggregator:
                 self._raise_if_fatal()
                 wait_ms = max(0, min(next_tick - _now_ms(), 500))
                 generation = self._generation
-                batches = await self._consumer.getmany(
-                    timeout_ms=wait_ms, max_records=MAX_RECORDS_PER_FETCH
-                )
+                batches, stalled = await self._fetcher.fetch(wait_ms, self._positions)
                 async with self._lock:
                     self._raise_if_fatal()
                     if generation != self._generation:
-                        # maybe fetched before the assignment sought to the stored offsets:
-                        # drop the lot and read again from where each partition stands
-                        for tp in batches:
-                            if (state := self._states.get(tp.partition)) is not None:
-                                await self._seek(tp, state.position)
-                        batches = {}
+                        # maybe fetched before the assignment sought to the stored offsets, or a
+                        # failed fetch moved a position past records nobody received: drop the
+                        # lot and read every partition again from where it stands
+                        for partition, state in self._states.items():
+                            await self._seek(self._tp(partition), state.position)
+                        assigned = self._consumer.assignment()
+                        self._consumer.resume(
+                            *(tp for s in stalled if (tp := self._tp(s.partition)) in assigned)
+                        )
+                        batches, stalled = {}, []
                     for tp, records in batches.items():
                         await self._fold(tp, records)
+                    for stall in stalled:
+                        self._stalls.stalled(stall)
                     await self._follow_positions()
+                    await self._stalls.save_and_retry(self._states)
                     due = _now_ms() >= next_tick
                     if due or self.live_entries >= self._settings.max_live_entries:
                         if due:
@@ -115,6 +125,12 @@ class Aggregator:
             await asyncio.gather(*self._background, return_exceptions=True)
         self._raise_if_fatal()  # an assignment may have failed before the loop began
 
+    def _tp(self, partition: int) -> TopicPartition:
+        return TopicPartition(self._topic, partition)
+
+    def _positions(self) -> dict[TopicPartition, int | None]:
+        return {self._tp(partition): state.position for partition, state in self._states.items()}
+
     def _raise_if_fatal(self) -> None:
         if self._fatal is not None:
             raise AssignmentFailed(str(self._fatal)) from self._fatal
@@ -127,7 +143,7 @@ class Aggregator:
         """Per assigned partition, the records not folded yet, as of the last fetch."""
         lags = {}
         for partition, state in self._states.items():
-            highwater = self._consumer.highwater(TopicPartition(self._topic, partition))
+            highwater = self._consumer.highwater(self._tp(partition))
             if highwater is not None and state.position is not None:
                 lags[partition] = max(0, highwater - state.position)
         return lags
@@ -141,7 +157,9 @@ class Aggregator:
             # fetched again after a seek: counted already (fold skips them too)
             records = [r for r in records if r.offset >= position]
         self._metrics.on_fetched(tp.partition, records)
-        for record, reason in fold(state, records, self._bucket_ms, self._known_keys):
+        if records:
+            self._stalls.passed(tp.partition, records[-1].offset)
+        for record, reason in fold(state, records, self._bucket_ms, self._decoder):
             await self._dead_letter(state, record, reason)
             self._metrics.on_dead_letter()
 
@@ -150,7 +168,7 @@ class Aggregator:
         transactions, aborted records. The consumer's position never passes a record it has not
         returned, so storing it loses nothing, and an idle partition shows no lag."""
         for partition, state in self._states.items():
-            position = await self._consumer.position(TopicPartition(self._topic, partition))
+            position = await self._consumer.position(self._tp(partition))
             if state.position is None or position > state.position:
                 # an empty partition gets a position too, so its lag can be reported
                 state.position = position
@@ -170,7 +188,7 @@ class Aggregator:
             self._backoff_s = 0.0
             self._retry_at = 0.0
             if self._paused:
-                self._consumer.resume(*self._consumer.assignment())
+                self._consumer.resume(*self._stalls.fetchable(self._consumer.assignment()))
                 self._paused = False
                 log.info("flush succeeded again: fetching resumed")
         else:
@@ -212,7 +230,7 @@ class Aggregator:
             elif isinstance(result, Fenced):
                 await self._fenced(state, result)
             else:
-                committed[TopicPartition(self._topic, state.partition)] = state.folded_until or 0
+                committed[self._tp(state.partition)] = state.folded_until or 0
                 state.committed()
         if committed:
             task = asyncio.ensure_future(self._commit_for_lag(committed))
@@ -266,7 +284,7 @@ class Aggregator:
         )
         state.reset(fenced.stored_offset)
         if state.partition in self._states:
-            await self._seek(TopicPartition(self._topic, state.partition), fenced.stored_offset)
+            await self._seek(self._tp(state.partition), fenced.stored_offset)
 
     async def _seek(self, tp: TopicPartition, offset: int | None) -> None:
         if offset is None:
@@ -290,6 +308,7 @@ class Aggregator:
                 self._states.pop(tp.partition) for tp in revoked if tp.partition in self._states
             ]
             flushed = await self._flush(states, reason="revocation")
+            self._stalls.forget(state.partition for state in states)
             self._metrics.on_dropped([state.partition for state in states])
             if not flushed:
                 log.warning("revoked partitions could not be flushed; their new owner reads again")

@@ -1,7 +1,8 @@
 """The aggregator's exceptions.
 
 AggregatorError
- └── AssignmentFailed   stored offsets could not be read or sought on assignment (fatal)
+ ├── AssignmentFailed   stored offsets could not be read or sought on assignment (fatal)
+ └── KafkaClientBroken  the Kafka client can no longer fetch (fatal; a restart mends it)
 """
 
 
@@ -11,3 +12,7 @@ class AggregatorError(Exception):
 
 class AssignmentFailed(AggregatorError):
     """Without its stored offsets a partition would be read from the wrong place: stop instead."""
+
+
+class KafkaClientBroken(AggregatorError):
+    """A task the Kafka client needs has ended: this process cannot fetch again."""

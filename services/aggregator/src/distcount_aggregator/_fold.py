@@ -5,15 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-import orjson
-
-from distcount_codec import INT64_MAX, INT64_MIN, InvalidRecord, decode_record
+from distcount_codec import InvalidRecord, RecordDecoder
 
 if TYPE_CHECKING:
     from distcount_aggregator._deadletter import PendingDeadLetter
 
-# keys already validated once; past this many the set starts afresh, so memory stays bounded
-MAX_KNOWN_KEYS: Final = 200_000
 # 9999-12-31T23:59:59.999Z; PostgreSQL timestamps end not long after
 MAX_TIMESTAMP_MS: Final = 253_402_300_799_999
 
@@ -74,14 +70,14 @@ class PartitionState:
 
 
 def fold(
-    state: PartitionState, records: Sequence[Any], bucket_ms: int, known_keys: set[str]
+    state: PartitionState, records: Sequence[Any], bucket_ms: int, decoder: RecordDecoder
 ) -> list[tuple[Any, str]]:
     """Add `records` (consumer records of the state's partition, in offset order) to the state's
     buckets; returns the records that break the contract, each with the reason.
 
     Records before the state's position were counted already (a rebalance or a fetch from before
-    a seek) and are skipped. This runs once per record: the common case is checked inline, and a
-    key is validated in full only the first time it is seen.
+    a seek) and are skipped. This runs once per record: a value decoded before costs one lookup
+    in the decoder's memory (see `RecordDecoder`).
     """
     position = state.position
     if position is not None and records and records[0].offset < position:
@@ -89,33 +85,20 @@ def fold(
     if not records:
         return []
     rejected: list[tuple[Any, str]] = []
-    loads = orjson.loads
+    known = decoder.known.get
+    decode = decoder.decode
     buckets = state.deltas
     low = high = 0
     current: dict[str, int] = {}
     for record in records:
-        try:
-            data = loads(record.value)
-            key = data["key"]
-            value = data["value"]
-        except Exception:
-            key = value = None
-        if not (
-            type(key) is str
-            and type(value) is int
-            and key in known_keys
-            and value != 0
-            and INT64_MIN <= value <= INT64_MAX
-            and type(data) is dict
-        ):
+        increment = known(record.value)
+        if increment is None:
             try:
-                key, value = decode_record(record.value)
+                increment = decode(record.value)
             except InvalidRecord as exc:
                 rejected.append((record, str(exc)))
                 continue
-            if len(known_keys) >= MAX_KNOWN_KEYS:
-                known_keys.clear()
-            known_keys.add(key)
+        key, value = increment
         timestamp = record.timestamp
         if timestamp is None or not low <= timestamp < high:
             if timestamp is None or timestamp < 0:

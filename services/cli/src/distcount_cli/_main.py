@@ -10,10 +10,10 @@ import sys
 import time
 from collections.abc import Sequence
 
-from distcount_cli import _client
+from distcount_cli import _client, _operator
 from distcount_config import ConfigError, Settings, load
 from distcount_devstack import DevStackError, Stack
-from distcount_store import StoreError, find_migrations, migrate
+from distcount_store import StoreError, find_migrations, migrate, service_role
 
 EXIT_ERROR = 1
 EXIT_UNHEALTHY = 3
@@ -42,7 +42,11 @@ def _parser() -> argparse.ArgumentParser:
         "-f", "--follow", action="store_true", help="keep printing new ones until Ctrl-C"
     )
 
-    commands.add_parser("migrate", help="apply the SQL migrations that are missing")
+    commands.add_parser(
+        "migrate",
+        help="apply the SQL migrations that are missing, then grant the services' role its "
+        "privileges",
+    )
     commands.add_parser("ingress", help="run the HTTP ingress (port DISTCOUNT_HTTP_PORT)")
     commands.add_parser("aggregator", help="run one aggregator of the consumer group")
     get = commands.add_parser("get", help="print a counter's total")
@@ -50,6 +54,20 @@ def _parser() -> argparse.ArgumentParser:
     incr = commands.add_parser("incr", help="increment a counter (produced to Kafka directly)")
     incr.add_argument("key")
     incr.add_argument("value", nargs="?", default="1", help="a non-zero integer (default 1)")
+    commands.add_parser(
+        "stalls", help="partitions whose counting stopped at a batch that cannot be decoded"
+    )
+    skip = commands.add_parser(
+        "skip",
+        help="move a stalled partition past the batch it cannot decode (recorded, never silent)",
+    )
+    skip.add_argument("partition", type=int, help="the stalled partition")
+    skip.add_argument(
+        "--to", dest="to_offset", type=int, required=True, help="the first offset to count again"
+    )
+    skip.add_argument(
+        "--reason", required=True, help="why: kept with the skipped range in skipped_ranges"
+    )
     return parser
 
 
@@ -79,11 +97,21 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command in ("ingress", "aggregator"):
         _configure_service_logging(settings)
         return _serve(args.command, settings)
-    if args.command == "get":
-        return asyncio.run(_client.get(settings, args.key))
-    if args.command == "incr":
-        return asyncio.run(_client.incr(settings, args.key, args.value))
-    return asyncio.run(_migrate(settings))
+    return asyncio.run(_command(args, settings))
+
+
+async def _command(args: argparse.Namespace, settings: Settings) -> int:
+    """The commands that run once and end: each one coroutine."""
+    match args.command:
+        case "get":
+            return await _client.get(settings, args.key)
+        case "incr":
+            return await _client.incr(settings, args.key, args.value)
+        case "stalls":
+            return await _operator.stalls(settings)
+        case "skip":
+            return await _operator.skip(settings, args.partition, args.to_offset, args.reason)
+    return await _migrate(settings)
 
 
 def _serve(service: str, settings: Settings) -> int:
@@ -126,6 +154,11 @@ def _print_status(stack: Stack) -> int:
         state = "healthy" if row.healthy else "unhealthy" if row.running else "stopped"
         pid = str(row.pid) if row.pid is not None else "-"
         print(f"{row.name:<10} {pid:>8}  {state:<12} {row.origin:<9} {row.endpoint}")
+    for row in rows:
+        for problem in row.problems:
+            print(f"{row.name}: {problem}")
+    if any(row.problems for row in rows):
+        print("see the README's Stalled partitions for what to do")
     print(f"state folder: {stack.dev.state_dir}")
     return 0 if all(row.healthy for row in rows) else EXIT_UNHEALTHY
 
@@ -161,11 +194,22 @@ def _print_metrics(stack: Stack, follow: bool) -> int:
 
 
 async def _migrate(settings: Settings) -> int:
-    applied = await migrate(settings.database_url, find_migrations(settings.migrations_dir))
+    database_url, migrate_database_url = settings.database_url, settings.migrate_database_url
+    if not settings.dev.external_postgres:
+        # the local stack's database: as its superuser, which is the services' role itself in a
+        # state folder made before the roles were split
+        stack = Stack(settings)
+        database_url, migrate_database_url = stack.database_url, stack.migrate_database_url
+    role = service_role(database_url, migrate_database_url)
+    applied = await migrate(
+        migrate_database_url, find_migrations(settings.migrations_dir), grant_to=role
+    )
     for migration in applied:
         print(f"applied {migration.version}_{migration.name}")
     if not applied:
         print("already up to date")
+    if role is not None:
+        print(f"granted role {role} what the services need")
     return 0
 
 

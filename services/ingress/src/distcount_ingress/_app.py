@@ -14,6 +14,7 @@ from typing import Final, Protocol
 import asyncpg
 import orjson
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -47,6 +48,23 @@ MAX_BATCH_ITEMS: Final = 10_000
 HEALTH_TIMEOUT_S: Final = 2.0
 
 
+class _AnyText(Convertor[str]):
+    """The rest of the path, whatever it holds. Starlette's `path` convertor (`.*`) stops at a
+    newline, so a key holding one answered 404, or, at its end, matched the key without it."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+# Starlette has one registry of convertors; the name is ours alone
+register_url_convertor("distcount_any_text", _AnyText())
+
+
 class Publisher(Protocol):
     """Where increments go: see `KafkaPublisher`; every method raises `Unavailable` on failure."""
 
@@ -64,6 +82,10 @@ class CounterReader(Protocol):
 
     async def check(self, timeout_s: float) -> None: ...
 
+    async def stalls(self, timeout_s: float) -> list[str]:
+        """What stops counting: the stalled partitions, described; raises on failure."""
+        ...
+
 
 def create_app(
     settings: Settings,
@@ -74,14 +96,19 @@ def create_app(
     lifespan: Lifespan[Starlette] | None = None,
 ) -> Starlette:
     """The ingress app; `counters` may be an asyncpg pool, read through `PostgresTotals`."""
-    reader = PostgresTotals(counters) if isinstance(counters, asyncpg.Pool) else counters
+    reader = (
+        PostgresTotals(counters, settings.group_id, settings.topic)
+        if isinstance(counters, asyncpg.Pool)
+        else counters
+    )
     metrics = metrics or IngressMetrics()
     handlers = _Handlers(settings, publisher, reader, metrics)
     routes = [
         Route("/increment", handlers.increment, methods=["POST"]),
         Route("/increments", handlers.increments, methods=["POST"]),
-        # `path`: a key may hold "/" (sent as %2F, which the server decodes before routing)
-        Route("/counters/{key:path}", handlers.counter, methods=["GET"]),
+        # any text: a key may hold "/" (sent as %2F, which the server decodes before routing),
+        # and control characters, which the handler refuses as a write would
+        Route("/counters/{key:distcount_any_text}", handlers.counter, methods=["GET"]),
         Route("/health/live", handlers.live, methods=["GET"]),
         Route("/health/ready", handlers.ready, methods=["GET"]),
         Route("/openapi.json", handlers.openapi, methods=["GET"]),
@@ -196,16 +223,26 @@ class _Handlers:
 
     async def ready(self, request: Request) -> Response:
         started = self._metrics.start_timer()
-        kafka, postgres = await asyncio.gather(
+        kafka, postgres, counting = await asyncio.gather(
             _probe(self._publisher.check(HEALTH_TIMEOUT_S)),
             _probe(self._counters.check(HEALTH_TIMEOUT_S)),
+            self._counting(),
         )
-        checks = {"kafka": kafka, "postgres": postgres}
-        if kafka == postgres == "ok":
+        checks = {"kafka": kafka, "postgres": postgres, "counting": counting}
+        if kafka == postgres == counting == "ok":
             answer = json_response(200, {"status": "ok", "checks": checks})
         else:
             answer = json_response(503, {"status": "unavailable", "checks": checks})
         return self._answered("ready", answer, started)
+
+    async def _counting(self) -> str:
+        """Whether the aggregators count every partition: a stalled one would leave what this
+        ingress accepts for it uncounted until an operator acts (see the README)."""
+        try:
+            stalls = await self._counters.stalls(HEALTH_TIMEOUT_S)
+        except Exception:  # a reason PostgreSQL's own check reports
+            return "unknown: PostgreSQL does not answer"
+        return "ok" if not stalls else "stopped: " + "; ".join(stalls)
 
     async def openapi(self, request: Request) -> Response:
         started = self._metrics.start_timer()

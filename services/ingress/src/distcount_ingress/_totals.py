@@ -6,7 +6,7 @@ import asyncio
 
 import asyncpg
 
-from distcount_store import DatabaseUnavailable, read_total
+from distcount_store import DatabaseUnavailable, read_stalls, read_total
 
 # How long a read may take before the answer is 503; a reader waits no longer than a writer.
 DEFAULT_READ_TIMEOUT_S = 5.0
@@ -17,8 +17,16 @@ _FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceErro
 class PostgresTotals:
     """Reads `counter_totals` through a pool; the pool may be created before PostgreSQL is up."""
 
-    def __init__(self, pool: asyncpg.Pool, read_timeout_s: float = DEFAULT_READ_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        group_id: str,
+        topic: str,
+        read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+    ) -> None:
         self._pool = pool
+        self._group_id = group_id
+        self._topic = topic
         self._read_timeout_s = read_timeout_s
 
     async def read(self, key: str) -> int | None:
@@ -37,6 +45,15 @@ class PostgresTotals:
                 await self._pool.fetchval("SELECT 1")
         except _FAILURES as exc:
             raise DatabaseUnavailable(_describe(exc)) from exc
+
+    async def stalls(self, timeout_s: float) -> list[str]:
+        """The aggregators' stalled partitions, described; `DatabaseUnavailable` on failure."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                stalls = await read_stalls(self._pool, self._group_id, self._topic)
+        except _FAILURES as exc:
+            raise DatabaseUnavailable(_describe(exc)) from exc
+        return [stall.describe() for stall in stalls]
 
 
 def _describe(exc: BaseException) -> str:
