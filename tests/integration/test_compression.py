@@ -98,11 +98,12 @@ async def test_every_codec_from_three_clients_is_counted(pipeline: Pipeline) -> 
                     pipeline.bootstrap, pipeline.topic, codec, as_input(increments)
                 )
             else:
-                # the ingress's producer settings, with the codec switched on
-                options = producer_options(load({}))
+                # the ingress's producer settings, with its codec setting
+                options = producer_options(load({"DISTCOUNT_PRODUCE_COMPRESSION": codec}))
+                assert options["compression_type"] == codec
                 for given in ("bootstrap_servers", "acks", "enable_idempotence"):
                     del options[given]  # the pipeline's producer sets these itself
-                options.update(compression_type=codec, linger_ms=100)
+                options.update(linger_ms=100)
                 await pipeline.produce(
                     (encode_record(Increment(k, v)) for k, v in increments), **options
                 )

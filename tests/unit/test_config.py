@@ -477,3 +477,11 @@ def test_unrelated_unknown_name_gets_no_suggestion() -> None:
 def test_values_with_hidden_flaws_are_refused(name: str, raw: str) -> None:
     with pytest.raises(ConfigError, match=f"DISTCOUNT_{name}"):
         _load(**{name: raw})
+
+
+def test_the_ingress_compresses_with_any_kafka_codec_or_none() -> None:
+    assert load({}).produce_compression is None
+    for codec in ("gzip", "snappy", "lz4", "zstd"):
+        assert load({"DISTCOUNT_PRODUCE_COMPRESSION": codec}).produce_compression == codec
+    with pytest.raises(ConfigError, match="DISTCOUNT_PRODUCE_COMPRESSION"):
+        load({"DISTCOUNT_PRODUCE_COMPRESSION": "brotli"})

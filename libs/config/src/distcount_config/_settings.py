@@ -24,6 +24,8 @@ INT64_MAX: Final = 2**63 - 1
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9._-]+$|^\[[0-9A-Fa-f:.]+\]$")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+# every codec Kafka defines
+_CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
 METRICS_REPORTERS: Final = ("off", "statsd", "dogstatsd", "console")
 _TAG_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:/-]{0,199}$")
 
@@ -95,6 +97,7 @@ class Settings:
     max_live_entries: int
     stall_retry_ms: int
     produce_timeout_ms: int
+    produce_compression: str | None  # a Kafka codec name, or None
     max_inflight_sends: int
     max_body_bytes: int
     log_level: str
@@ -207,6 +210,10 @@ def _group(raw: str) -> str:
     if len(raw) > 255:
         raise ValueError("longer than 255 characters")
     return raw
+
+
+def _codec(name: str) -> str | None:
+    return None if name == "none" else name
 
 
 def _choice(*choices: str) -> Callable[[str], str]:
@@ -377,6 +384,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         produce_timeout_ms=r.get(
             "PRODUCE_TIMEOUT_MS", 5000, _int_in(1, 600_000), "milliseconds, 1..600000"
+        ),
+        produce_compression=_codec(
+            r.get("PRODUCE_COMPRESSION", "none", _choice(*_CODECS), " or ".join(_CODECS))
         ),
         max_inflight_sends=r.get(
             "MAX_INFLIGHT_SENDS", 10_000, _int_in(1, 10_000_000), "an integer 1..10000000"
