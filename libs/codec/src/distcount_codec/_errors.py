@@ -1,6 +1,6 @@
 """What the codec raises:
 
-ValueError
+DistcountError (and ValueError)
  ├── InvalidIncrement   input that breaks the rules; `errors` maps each field to its problems
  │    └── InvalidJSON   bytes that are not JSON at all (the ingress answers 400, not 422)
  └── InvalidRecord      a Kafka record that breaks the contract; the message is the DLQ reason
@@ -8,8 +8,10 @@ ValueError
 
 from __future__ import annotations
 
+from distcount_core import DistcountError
 
-class InvalidIncrement(ValueError):
+
+class InvalidIncrement(DistcountError, ValueError):
     """Input that breaks the rules; `errors` maps each field to what is wrong with it."""
 
     def __init__(self, errors: dict[str, list[str]]) -> None:
@@ -25,5 +27,5 @@ class InvalidJSON(InvalidIncrement):
         self.detail = detail
 
 
-class InvalidRecord(ValueError):
+class InvalidRecord(DistcountError, ValueError):
     """A Kafka record that breaks the contract; the message is the reason given to the DLQ."""

@@ -5,8 +5,10 @@ StoreError
  └── DatabaseUnavailable PostgreSQL could not be reached (retriable)
 """
 
+from distcount_core import DistcountError
 
-class StoreError(Exception):
+
+class StoreError(DistcountError):
     """Root of every error raised by distcount_store."""
 
     retriable = False

@@ -5,9 +5,11 @@ AggregatorError
  └── KafkaClientBroken  the Kafka client can no longer fetch (fatal; a restart mends it)
 """
 
+from distcount_core import DistcountError
 
-class AggregatorError(Exception):
-    pass
+
+class AggregatorError(DistcountError):
+    """The aggregator cannot go on: the process stops with this message."""
 
 
 class AssignmentFailed(AggregatorError):

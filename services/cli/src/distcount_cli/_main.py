@@ -11,9 +11,10 @@ import time
 from collections.abc import Sequence
 
 from distcount_cli import _client, _operator
-from distcount_config import ConfigError, Settings, load
-from distcount_devstack import DevStackError, Stack
-from distcount_store import StoreError, find_migrations, migrate, service_role
+from distcount_config import Settings, load
+from distcount_core import DistcountError
+from distcount_devstack import Stack
+from distcount_store import find_migrations, migrate, service_role
 
 EXIT_ERROR = 1
 EXIT_UNHEALTHY = 3
@@ -80,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         settings = load()
         sys.exit(_run(args, settings))
-    except (ConfigError, DevStackError, StoreError) as exc:
+    except DistcountError as exc:  # every error of the project's own: a message, no trace
         print(f"distcount: error: {exc}", file=sys.stderr)
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:

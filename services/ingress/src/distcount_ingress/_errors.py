@@ -12,8 +12,10 @@ counted. A 202 is only ever given for an acknowledged record.
 
 from __future__ import annotations
 
+from distcount_core import DistcountError
 
-class IngressError(Exception):
+
+class IngressError(DistcountError):
     """Root of the ingress's own exceptions."""
 
     retriable = False

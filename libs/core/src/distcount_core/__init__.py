@@ -1,0 +1,6 @@
+"""What every distcount package shares: the root exception and the backoff schedule."""
+
+from distcount_core._backoff import Backoff
+from distcount_core._errors import DistcountError
+
+__all__ = ["Backoff", "DistcountError"]
