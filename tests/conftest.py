@@ -27,7 +27,7 @@ import pytest
 from testcontainers.community.kafka import KafkaContainer
 from testcontainers.community.postgres import PostgresContainer
 
-from distcount_config import load, project_root
+from distcount_config import load, load_dev, project_root
 from distcount_devstack import Stack
 from distcount_devstack._postgres import ensure_database
 from distcount_store import connect, find_migrations, migrate, service_role
@@ -105,7 +105,7 @@ def _testcontainers() -> Iterator[Services]:
 def _local_stack() -> Iterator[Services]:
     # only the DEV_ settings: where the local stack lives and on which ports
     environ = {k: v for k, v in os.environ.items() if k.startswith("DISTCOUNT_DEV_")}
-    stack = Stack(load(environ), say=lambda line: print(f"[dev stack] {line}"))
+    stack = Stack(load(environ), load_dev(environ), say=lambda line: print(f"[dev stack] {line}"))
     before = asyncio.run(stack.status())
     asyncio.run(stack.up(services=False))
     # a stack made before the roles were split has one role for both (its superuser)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from distcount_config import load, project_root
+from distcount_config import load_dev, project_root
 from distcount_devstack._java import checked_java
 from distcount_devstack._kafka import KafkaNode
 from distcount_devstack._maven import KafkaJars
@@ -83,7 +83,7 @@ class PrivateKafka:
 
 @pytest.fixture
 async def private_kafka(private_dir: Path) -> AsyncIterator[PrivateKafka]:
-    dev = load({}).dev
+    dev = load_dev({})
     java = checked_java(dev.java_home)
     libs = KafkaJars(dev.cache_dir, dev.kafka_version, dev.maven_repo_url).ensure(java, print)
     node = KafkaNode(private_dir / "kafka", free_port(), free_port())

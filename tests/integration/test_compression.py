@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from distcount_codec import Increment, encode_record
-from distcount_config import load
+from distcount_config import load, load_dev
 from distcount_devstack import Stack
 from distcount_devstack._java import checked_java
 from distcount_devstack._maven import KafkaJars
@@ -69,7 +69,7 @@ async def produce_with_kcat(bootstrap: str, topic: str, codec: str, data: bytes)
 
 
 async def produce_with_java(bootstrap: str, topic: str, codec: str, data: bytes) -> None:
-    dev = load({}).dev
+    dev = load_dev({})
     java = checked_java(dev.java_home)
     libs = KafkaJars(dev.cache_dir, dev.kafka_version, dev.maven_repo_url).ensure(java, print)
     argv = [str(java), "-cp", f"{libs}/*", str(JAVA_PRODUCER), bootstrap, topic, codec]
@@ -205,7 +205,8 @@ async def test_a_batch_that_cannot_be_decoded_stops_its_partition_only(
     listed = await pipeline.cli("stalls")
     assert listed.returncode == 3
     assert where in listed.stdout
-    rows = await Stack(load(pipeline.env())).status()
+    environ = pipeline.env()
+    rows = await Stack(load(environ), load_dev(environ)).status()
     (aggregator,) = (row for row in rows if row.name == "aggregator")
     assert not aggregator.healthy
     assert any(where in problem for problem in aggregator.problems)

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from distcount_config import Settings, load
+from distcount_config import Settings, load, load_dev
 
 COMPOSE = Path(__file__).resolve().parents[2] / "compose.yaml"
 
@@ -42,7 +42,7 @@ def test_kafka_image_is_the_version_the_local_stack_runs(
     compose: dict[str, Any], defaults: Settings
 ) -> None:
     for name in ("kafka", "topics"):
-        assert compose["services"][name]["image"] == f"apache/kafka:{defaults.dev.kafka_version}"
+        assert compose["services"][name]["image"] == f"apache/kafka:{load_dev({}).kafka_version}"
 
 
 def test_kafka_listens_where_the_default_bootstrap_points(

@@ -1,4 +1,6 @@
 """Unit tests for distcount_config.load: defaults, overrides and the errors for bad values.
+test_config_dev.py does the same for load_dev; test_config_table.py checks the table itself, and
+what is generated from it.
 
 Every test passes an explicit mapping as the environment; os.environ is never read or changed.
 """
@@ -6,16 +8,20 @@ Every test passes an explicit mapping as the environment; os.environ is never re
 from __future__ import annotations
 
 import operator
-from pathlib import Path
 
 import pytest
 
-from distcount_config import ConfigError, Settings, load
+from distcount_config import ConfigError, DevSettings, Settings, load, load_dev
 
 
 def _load(**variables: str) -> Settings:
     """load() with only the given DISTCOUNT_* variables set (keys without the prefix)."""
     return load({f"DISTCOUNT_{name}": value for name, value in variables.items()})
+
+
+def _load_dev(**variables: str) -> DevSettings:
+    """load_dev() with only the given DISTCOUNT_* variables set (keys without the prefix)."""
+    return load_dev({f"DISTCOUNT_{name}": value for name, value in variables.items()})
 
 
 # --- defaults ---------------------------------------------------------------------------------
@@ -42,18 +48,11 @@ def test_defaults() -> None:
     assert settings.metrics.interval_ms == 5000
     assert settings.metrics.sample_rate == 0.01
     assert settings.metrics.tags == ()
+    assert settings.log_format == "text"
 
 
-def test_dev_defaults() -> None:
-    dev = load({}).dev
-    assert dev.kafka_port == 9092
-    assert dev.kafka_controller_port == 9093
-    assert dev.postgres_port == 5432
-    assert dev.kafka_version == "4.1.1"
-    assert dev.stop_timeout_s == 30.0
-    assert dev.java_home is None
-    assert dev.external_kafka is False
-    assert dev.external_postgres is False
+def test_the_services_settings_hold_nothing_of_the_local_stack() -> None:
+    assert not hasattr(load({}), "dev")
 
 
 def test_variables_without_the_prefix_are_ignored() -> None:
@@ -86,19 +85,6 @@ def test_dlq_topic_can_be_set() -> None:
     settings = _load(TOPIC="clicks", DLQ_TOPIC="dead-letters")
     assert settings.topic == "clicks"
     assert settings.dlq_topic == "dead-letters"
-
-
-def test_default_bootstrap_follows_dev_kafka_port() -> None:
-    settings = _load(DEV_KAFKA_PORT="19092")
-    assert settings.kafka_bootstrap == "127.0.0.1:19092"
-    assert settings.dev.external_kafka is False
-
-
-def test_default_database_url_follows_dev_postgres_port() -> None:
-    settings = _load(DEV_POSTGRES_PORT="15432")
-    assert settings.database_url.endswith("@127.0.0.1:15432/distcount")
-    assert settings.migrate_database_url.endswith("@127.0.0.1:15432/distcount")
-    assert settings.dev.external_postgres is False
 
 
 # --- the migrating role -----------------------------------------------------------------------
@@ -196,44 +182,12 @@ def test_migrate_database_url_not_in_repr() -> None:
         ("HTTP_HOST", "0.0.0.0", "http_host", "0.0.0.0"),
         ("LOG_LEVEL", "DEBUG", "log_level", "debug"),
         ("LOG_LEVEL", "warning", "log_level", "warning"),
+        ("LOG_FORMAT", "JSON", "log_format", "json"),
+        ("LOG_FORMAT", "text", "log_format", "text"),
     ],
 )
 def test_valid_override(name: str, raw: str, attribute: str, expected: object) -> None:
     assert operator.attrgetter(attribute)(_load(**{name: raw})) == expected
-
-
-@pytest.mark.parametrize(
-    ("name", "raw", "attribute", "expected"),
-    [
-        ("DEV_KAFKA_VERSION", "3.9.0", "kafka_version", "3.9.0"),
-        ("DEV_KAFKA_PORT", "19092", "kafka_port", 19092),
-        ("DEV_KAFKA_CONTROLLER_PORT", "19093", "kafka_controller_port", 19093),
-        ("DEV_POSTGRES_PORT", "15432", "postgres_port", 15432),
-        ("DEV_STOP_TIMEOUT_S", "2.5", "stop_timeout_s", 2.5),
-        (
-            "DEV_MAVEN_REPO",
-            "https://mirror.example/maven2/",
-            "maven_repo_url",
-            "https://mirror.example/maven2",
-        ),
-    ],
-)
-def test_valid_dev_override(name: str, raw: str, attribute: str, expected: object) -> None:
-    assert getattr(_load(**{name: raw}).dev, attribute) == expected
-
-
-def test_dev_dir_is_resolved(tmp_path: Path) -> None:
-    dev = _load(DEV_DIR=str(tmp_path / "a" / ".." / "state")).dev
-    assert dev.state_dir == (tmp_path / "state").resolve()
-    assert dev.state_dir.is_absolute()
-
-
-def test_cache_dir_follows_xdg_cache_home(tmp_path: Path) -> None:
-    assert load({"XDG_CACHE_HOME": str(tmp_path)}).dev.cache_dir == tmp_path / "distcount"
-
-
-def test_java_home_is_read_without_prefix(tmp_path: Path) -> None:
-    assert load({"JAVA_HOME": str(tmp_path)}).dev.java_home == tmp_path
 
 
 # --- bad values -------------------------------------------------------------------------------
@@ -292,6 +246,8 @@ def test_java_home_is_read_without_prefix(tmp_path: Path) -> None:
         # bad log level
         ("LOG_LEVEL", "verbose"),
         ("LOG_LEVEL", "trace"),
+        ("LOG_FORMAT", "xml"),
+        ("LOG_FORMAT", "logfmt"),
         # bad version
         ("DEV_KAFKA_VERSION", "4.1"),
         ("DEV_KAFKA_VERSION", "latest"),
@@ -308,15 +264,17 @@ def test_java_home_is_read_without_prefix(tmp_path: Path) -> None:
 def test_bad_value_names_variable_and_value(name: str, raw: str) -> None:
     variable = f"DISTCOUNT_{name}"
     with pytest.raises(ConfigError) as info:
-        load({variable: raw})
+        (load_dev if name.startswith("DEV_") else load)({variable: raw})
     message = str(info.value)
     assert variable in message
     assert raw in message
 
 
 def test_bad_value_message_says_what_is_accepted() -> None:
-    with pytest.raises(ConfigError, match=r"1\.\.65535"):
+    with pytest.raises(ConfigError, match=r"expected a TCP port 1\.\.65535 \(out of range\)"):
         _load(HTTP_PORT="0")
+    with pytest.raises(ConfigError, match=r"expected milliseconds 10\.\.3600000 \(not a whole"):
+        _load(FLUSH_INTERVAL_MS="5s")
     with pytest.raises(ConfigError, match="debug or info or warning or error"):
         _load(LOG_LEVEL="loud")
     with pytest.raises(ConfigError, match="has no port"):
@@ -373,55 +331,6 @@ def test_unknown_variable_is_an_error_even_when_empty() -> None:
         load({"DISTCOUNT_HTTP_POTR": ""})
 
 
-# --- external services ------------------------------------------------------------------------
-
-
-def test_external_kafka_when_bootstrap_is_set() -> None:
-    settings = _load(KAFKA_BOOTSTRAP="kafka.example:9092")
-    assert settings.dev.external_kafka is True
-    assert settings.dev.external_postgres is False
-    assert settings.kafka_bootstrap == "kafka.example:9092"
-
-
-def test_external_postgres_when_database_url_is_set() -> None:
-    settings = _load(DATABASE_URL="postgresql://u@db.example/counts")
-    assert settings.dev.external_postgres is True
-    assert settings.dev.external_kafka is False
-    assert settings.database_url == "postgresql://u@db.example/counts"
-
-
-def test_both_external() -> None:
-    dev = _load(
-        KAFKA_BOOTSTRAP="kafka.example:9092", DATABASE_URL="postgresql://u@db.example/counts"
-    ).dev
-    assert dev.external_kafka is True
-    assert dev.external_postgres is True
-
-
-# --- dev ports --------------------------------------------------------------------------------
-
-
-def test_three_equal_dev_ports_is_an_error() -> None:
-    with pytest.raises(ConfigError, match="three different ports"):
-        _load(DEV_KAFKA_PORT="7000", DEV_KAFKA_CONTROLLER_PORT="7000", DEV_POSTGRES_PORT="7000")
-
-
-@pytest.mark.parametrize(
-    "variables",
-    [
-        {"DEV_KAFKA_CONTROLLER_PORT": "9092"},  # clashes with the default Kafka port
-        {"DEV_POSTGRES_PORT": "9093"},  # clashes with the default controller port
-        {"DEV_KAFKA_PORT": "5432"},  # clashes with the default PostgreSQL port
-    ],
-)
-def test_two_equal_dev_ports_is_an_error(variables: dict[str, str]) -> None:
-    with pytest.raises(ConfigError) as info:
-        _load(**variables)
-    message = str(info.value)
-    assert "DISTCOUNT_DEV_KAFKA_PORT" in message
-    assert "DISTCOUNT_DEV_POSTGRES_PORT" in message
-
-
 # --- secrets ----------------------------------------------------------------------------------
 
 
@@ -445,15 +354,11 @@ def test_default_database_url_not_in_repr() -> None:
 # --- edge cases ---------------------------------------------------------------------------------
 
 
-def test_blank_bootstrap_and_url_are_not_external() -> None:
-    settings = load({"DISTCOUNT_KAFKA_BOOTSTRAP": "", "DISTCOUNT_DATABASE_URL": " "})
-    assert not settings.dev.external_kafka
-    assert not settings.dev.external_postgres
-
-
 def test_derived_dlq_topic_over_kafkas_limit_is_an_error() -> None:
-    with pytest.raises(ConfigError, match="DISTCOUNT_DLQ_TOPIC"):
+    with pytest.raises(ConfigError) as info:
         _load(TOPIC="t" * 246)
+    assert str(info.value).startswith("DISTCOUNT_DLQ_TOPIC is not set, and its default, 'ttt")
+    assert str(info.value).endswith("; set DISTCOUNT_DLQ_TOPIC, or change DISTCOUNT_TOPIC")
     assert _load(TOPIC="t" * 246, DLQ_TOPIC="dead").dlq_topic == "dead"
 
 
@@ -476,7 +381,7 @@ def test_unrelated_unknown_name_gets_no_suggestion() -> None:
 )
 def test_values_with_hidden_flaws_are_refused(name: str, raw: str) -> None:
     with pytest.raises(ConfigError, match=f"DISTCOUNT_{name}"):
-        _load(**{name: raw})
+        (_load_dev if name.startswith("DEV_") else _load)(**{name: raw})
 
 
 def test_the_ingress_compresses_with_any_kafka_codec_or_none() -> None:

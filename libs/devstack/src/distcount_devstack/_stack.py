@@ -9,13 +9,12 @@ and creates the topics.
 from __future__ import annotations
 
 import asyncio
-import shlex
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
-from distcount_config import Settings
+from distcount_config import DevSettings, Settings, export_lines
 from distcount_devstack import _kafka, _postgres
 from distcount_devstack._errors import DevStackError
 from distcount_devstack._java import checked_java
@@ -54,9 +53,13 @@ class ComponentStatus:
 
 
 class Stack:
-    def __init__(self, settings: Settings, say: Callable[[str], None] = print) -> None:
+    """The local stack of `dev`, serving the services of `settings`."""
+
+    def __init__(
+        self, settings: Settings, dev: DevSettings, say: Callable[[str], None] = print
+    ) -> None:
         self.settings = settings
-        self.dev = settings.dev
+        self.dev = dev
         self.say = say
         self.kafka = _kafka.KafkaNode(
             self.dev.state_dir / KAFKA, self.dev.kafka_port, self.dev.kafka_controller_port
@@ -103,14 +106,15 @@ class Stack:
         return self.postgres.url(self.database_name)
 
     def env_lines(self) -> list[str]:
-        values = {
-            "DISTCOUNT_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
-            "DISTCOUNT_DATABASE_URL": self.database_url,
-            "DISTCOUNT_MIGRATE_DATABASE_URL": self.migrate_database_url,
-            "DISTCOUNT_TOPIC": self.settings.topic,
-            "DISTCOUNT_HTTP_PORT": str(self.settings.http_port),
-        }
-        return [f"export {name}={shlex.quote(value)}" for name, value in values.items()]
+        """`export` lines for the endpoints the settings table marks, as this stack runs them."""
+        return export_lines(
+            replace(
+                self.settings,
+                kafka_bootstrap=self.kafka_bootstrap,
+                database_url=self.database_url,
+                migrate_database_url=self.migrate_database_url,
+            )
+        )
 
     # -- up -----------------------------------------------------------------------------------
 

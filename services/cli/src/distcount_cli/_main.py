@@ -10,14 +10,17 @@ import sys
 import time
 from collections.abc import Sequence
 
-from distcount_cli import _client, _operator
-from distcount_config import Settings, load
+from distcount_cli import _client, _logs, _operator
+from distcount_config import Settings, load, load_dev
 from distcount_core import DistcountError
 from distcount_devstack import Stack
 from distcount_store import find_migrations, migrate, service_role
 
 EXIT_ERROR = 1
 EXIT_UNHEALTHY = 3
+SERVICES = ("ingress", "aggregator")
+
+log = logging.getLogger("distcount")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,11 +81,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.captureWarnings(True)
     # readiness probes expect refused connections while a broker starts; the client logs each
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    settings: Settings | None = None
     try:
         settings = load()
+        _configure_logging(args.command, settings)
         sys.exit(_run(args, settings))
     except DistcountError as exc:  # every error of the project's own: a message, no trace
-        print(f"distcount: error: {exc}", file=sys.stderr)
+        _report(settings, f"error: {exc}")
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -92,11 +97,19 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
+def _report(settings: Settings | None, problem: str) -> None:
+    """What ends the command: the CLI's own line on standard error, or, when the logs are JSON,
+    a log record, so that a log pipeline reads nothing but JSON."""
+    if settings is not None and settings.log_format == "json":
+        log.error(problem)
+    else:
+        print(f"distcount: {problem}", file=sys.stderr)
+
+
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "dev":
-        return _dev(args, Stack(settings, say=_say))
-    if args.command in ("ingress", "aggregator"):
-        _configure_service_logging(settings)
+        return _dev(args, Stack(settings, load_dev(), say=_say))
+    if args.command in SERVICES:
         return _serve(args.command, settings)
     return asyncio.run(_command(args, settings))
 
@@ -127,7 +140,7 @@ def _serve(service: str, settings: Settings) -> int:
     try:
         distcount_aggregator.run(settings)
     except distcount_aggregator.AggregatorError as exc:
-        print(f"distcount: aggregator stopped: {exc}", file=sys.stderr)
+        _report(settings, f"aggregator stopped: {exc}")
         return EXIT_ERROR
     return 0
 
@@ -196,10 +209,11 @@ def _print_metrics(stack: Stack, follow: bool) -> int:
 
 async def _migrate(settings: Settings) -> int:
     database_url, migrate_database_url = settings.database_url, settings.migrate_database_url
-    if not settings.dev.external_postgres:
+    dev = load_dev()
+    if not dev.external_postgres:
         # the local stack's database: as its superuser, which is the services' role itself in a
         # state folder made before the roles were split
-        stack = Stack(settings)
+        stack = Stack(settings, dev)
         database_url, migrate_database_url = stack.database_url, stack.migrate_database_url
     role = service_role(database_url, migrate_database_url)
     applied = await migrate(
@@ -214,10 +228,11 @@ async def _migrate(settings: Settings) -> int:
     return 0
 
 
-def _configure_service_logging(settings: Settings) -> None:
-    root = logging.getLogger()
-    for handler in root.handlers:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("distcount").setLevel(settings.log_level.upper())
-    # the Kafka client reports every refused connection while a broker is away; warnings suffice
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+def _configure_logging(command: str, settings: Settings) -> None:
+    service = command if command in SERVICES else "cli"
+    _logs.configure(service, settings.log_format)
+    log.setLevel(settings.log_level.upper())
+    if service != "cli":
+        # the Kafka client reports every refused connection while a broker is away; warnings
+        # suffice (the commands that run once keep it quiet: readiness probes expect refusals)
+        logging.getLogger("aiokafka").setLevel(logging.WARNING)

@@ -1,0 +1,165 @@
+"""Reading the environment: the one place in distcount that does.
+
+Entry points call `load()` (the services' settings) and, for the local stack, `load_dev()`, once,
+and pass the settings down. Each value is parsed and checked as its declaration in `_table` says;
+a bad one, a derived default that comes out bad, a broken rule, or a DISTCOUNT_ name that is no
+setting raises `ConfigError` naming the variable and what it accepts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from distcount_config import _table as t
+from distcount_config._declare import PREFIX, Derived, Scope, Setting, redact
+from distcount_config._errors import ConfigError
+from distcount_config._settings import DevSettings, MetricsSettings, Settings
+
+T = TypeVar("T")
+
+# a derived default shown in an error is cut to this many characters
+_SHOWN_MAX = 60
+
+
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    """The services' settings, from `environ` (the process environment by default)."""
+    v = _Environment(os.environ if environ is None else environ)
+    settings = Settings(
+        kafka_bootstrap=v.get(t.KAFKA_BOOTSTRAP),
+        database_url=v.get(t.DATABASE_URL),
+        migrate_database_url=v.get(t.MIGRATE_DATABASE_URL),
+        topic=v.get(t.TOPIC),
+        dlq_topic=v.get(t.DLQ_TOPIC),
+        partitions=v.get(t.PARTITIONS),
+        group_id=v.get(t.GROUP_ID),
+        flush_interval_ms=v.get(t.FLUSH_INTERVAL_MS),
+        bucket_ms=v.get(t.BUCKET_MS),
+        http_host=v.get(t.HTTP_HOST),
+        http_port=v.get(t.HTTP_PORT),
+        metrics=MetricsSettings(
+            reporter=v.get(t.METRICS),
+            statsd_host=v.get(t.STATSD_HOST),
+            statsd_port=v.get(t.STATSD_PORT),
+            interval_ms=v.get(t.METRICS_INTERVAL_MS),
+            sample_rate=v.get(t.METRICS_SAMPLE_RATE),
+            tags=v.get(t.METRICS_TAGS),
+        ),
+        max_live_entries=v.get(t.MAX_LIVE_ENTRIES),
+        stall_retry_ms=v.get(t.STALL_RETRY_MS),
+        produce_timeout_ms=v.get(t.PRODUCE_TIMEOUT_MS),
+        produce_compression=v.get(t.PRODUCE_COMPRESSION),
+        max_inflight_sends=v.get(t.MAX_INFLIGHT_SENDS),
+        max_body_bytes=v.get(t.MAX_BODY_BYTES),
+        log_level=v.get(t.LOG_LEVEL),
+        log_format=v.get(t.LOG_FORMAT),
+        migrations_dir=v.get(t.MIGRATIONS_DIR),
+    )
+    v.check(Scope.SERVICES)
+    return settings
+
+
+def load_dev(environ: Mapping[str, str] | None = None) -> DevSettings:
+    """The local stack's settings, from `environ` (the process environment by default)."""
+    v = _Environment(os.environ if environ is None else environ)
+    java_home = v.machine("JAVA_HOME")
+    dev = DevSettings(
+        state_dir=v.get(t.DEV_DIR),
+        cache_dir=v.get(t.DEV_CACHE_DIR),
+        kafka_version=v.get(t.DEV_KAFKA_VERSION),
+        maven_repo_url=v.get(t.DEV_MAVEN_REPO),
+        kafka_port=v.get(t.DEV_KAFKA_PORT),
+        kafka_controller_port=v.get(t.DEV_KAFKA_CONTROLLER_PORT),
+        postgres_port=v.get(t.DEV_POSTGRES_PORT),
+        stop_timeout_s=v.get(t.DEV_STOP_TIMEOUT_S),
+        java_home=Path(java_home) if java_home else None,
+        external_kafka=v.is_set(t.KAFKA_BOOTSTRAP),
+        external_postgres=v.is_set(t.DATABASE_URL),
+        metrics_chosen=v.is_set(t.METRICS),
+        sample_rate_chosen=v.is_set(t.METRICS_SAMPLE_RATE),
+    )
+    v.check(Scope.DEV)
+    return dev
+
+
+class _Environment:
+    """The settings of one environment, each parsed when first asked for (a derived default
+    asks for what it derives from), so that a loader reads only what it uses."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._machine = environ
+        self._given = {k: v for k, v in environ.items() if k.startswith(PREFIX)}
+        self._values: dict[str, object] = {}
+        self._asked: list[str] = []  # every variable asked for, in order, to explain defaults
+
+    def machine(self, name: str) -> str | None:
+        return self._machine.get(name) or None
+
+    def is_set(self, setting: Setting[Any]) -> bool:
+        return self._given.get(setting.variable, "").strip() != ""
+
+    def get(self, setting: Setting[T]) -> T:
+        self._asked.append(setting.variable)
+        if setting.variable not in self._values:
+            if self.is_set(setting):
+                self._values[setting.variable] = self._parse(setting)
+            else:
+                self._values[setting.variable] = self._default(setting)
+        # what was stored under this setting's name came from this setting's kind
+        return cast(T, self._values[setting.variable])
+
+    def _parse(self, setting: Setting[T]) -> T:
+        raw = self._given[setting.variable]
+        try:
+            return setting.kind.parse(raw.strip())
+        except ValueError as exc:
+            shown = redact(raw) if setting.secret else raw
+            raise ConfigError(
+                f"{setting.variable}={shown!r} is not valid: expected "
+                f"{setting.kind.accepts}{_detail(exc)}"
+            ) from None
+
+    def _default(self, setting: Setting[T]) -> T:
+        if not isinstance(setting.default, Derived):
+            return setting.default
+        derived: Derived[T] = setting.default
+        first = len(self._asked)
+        value = derived.compute(self)
+        # A default derived from other settings can come out bad even though each of them is
+        # good (a topic name one character short of Kafka's limit gives a dead-letter topic
+        # over it): it is checked like a value given.
+        try:
+            setting.kind.parse(setting.kind.show(value))
+        except ValueError as exc:
+            given = [name for name in self._asked[first:] if self._given.get(name, "").strip()]
+            change = f", or change {' or '.join(dict.fromkeys(given))}" if given else ""
+            shown = setting.shown(value)
+            if len(shown) > _SHOWN_MAX:
+                shown = shown[: _SHOWN_MAX - 1] + "…"
+            raise ConfigError(
+                f"{setting.variable} is not set, and its default, {shown!r} "
+                f"({derived.described}), is not valid: expected {setting.kind.accepts}"
+                f"{_detail(exc)}; set {setting.variable}{change}"
+            ) from None
+        return value
+
+    def check(self, scope: Scope) -> None:
+        """The rules of `scope`, then the names: every DISTCOUNT_ variable must be a setting
+        (of either scope: both loaders see the same environment)."""
+        for rule in t.RULES:
+            if rule.scope is scope and rule.broken(self):
+                raise ConfigError(rule.message)
+        known = {setting.variable: setting.name for setting in t.SETTINGS}
+        for name in sorted(set(self._given) - set(known)):
+            guess = difflib.get_close_matches(
+                name.removeprefix(PREFIX), known.values(), n=1, cutoff=0.75
+            )
+            hint = f"; did you mean {PREFIX}{guess[0]}?" if guess else ""
+            raise ConfigError(f"{name} is not a distcount setting{hint}")
+
+
+def _detail(exc: ValueError) -> str:
+    return f" ({exc})" if str(exc) else ""

@@ -1,0 +1,410 @@
+"""Every DISTCOUNT_* variable, declared once: its kind and bounds, default, help and scope.
+
+The README's configuration tables are generated from `SETTINGS`, in its order
+(`python -m distcount_config --write README.md`), and a unit test fails when they differ.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Final
+
+from distcount_config._declare import Derived, Rule, Scope, Setting, Values
+from distcount_config._kinds import (
+    Bootstrap,
+    Choice,
+    ChoiceOrNone,
+    DatabaseUrl,
+    Folder,
+    Fraction,
+    Host,
+    Integer,
+    Name,
+    RepositoryUrl,
+    Seconds,
+    Tags,
+    Topic,
+    Version,
+    port,
+)
+from distcount_config._settings import (
+    local_database_url,
+    local_kafka_bootstrap,
+    local_migrate_database_url,
+    project_root,
+)
+
+METRICS_REPORTERS: Final = ("off", "statsd", "dogstatsd", "console")
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+LOG_FORMATS: Final = ("text", "json")
+CODECS: Final = ("gzip", "snappy", "lz4", "zstd")  # every codec Kafka defines
+
+SERVICES, DEV = Scope.SERVICES, Scope.DEV
+
+
+def _in_checkout(name: str) -> Path:
+    return (project_root() or Path.cwd()) / name
+
+
+def _cache_dir(v: Values) -> Path:
+    return Path(v.machine("XDG_CACHE_HOME") or Path.home() / ".cache") / "distcount"
+
+
+# Functions, not lambdas, for the defaults that follow the local stack's settings: those are
+# declared further down, where a lambda's types could not be inferred.
+def _local_bootstrap(v: Values) -> str:
+    return local_kafka_bootstrap(v.get(DEV_KAFKA_PORT))
+
+
+def _local_database_url(v: Values) -> str:
+    return local_database_url(v.get(DEV_POSTGRES_PORT))
+
+
+def _migrate_database_url(v: Values) -> str:
+    # With a database of the user's, migrating as the services' role stays possible (one role
+    # for everything); without one, both URLs are the local stack's, each with its own role.
+    if v.is_set(DATABASE_URL):
+        return v.get(DATABASE_URL)
+    return local_migrate_database_url(v.get(DEV_POSTGRES_PORT))
+
+
+# -- the services' settings ------------------------------------------------------------------
+
+KAFKA_BOOTSTRAP: Final = Setting(
+    "KAFKA_BOOTSTRAP",
+    Bootstrap(),
+    Derived(
+        _local_bootstrap,
+        "`127.0.0.1:9092`, the local stack's broker (its port: `DISTCOUNT_DEV_KAFKA_PORT`)",
+    ),
+    "Kafka bootstrap servers; pointed at another broker than the local stack's, `dev up` uses "
+    "that one instead of starting its own",
+    SERVICES,
+    "kafka_bootstrap",
+    exported=True,
+)
+DATABASE_URL: Final = Setting(
+    "DATABASE_URL",
+    DatabaseUrl(),
+    Derived(
+        _local_database_url,
+        "`postgresql://distcount:distcount@127.0.0.1:5432/distcount`, the local stack's "
+        "(its port: `DISTCOUNT_DEV_POSTGRES_PORT`)",
+    ),
+    "the PostgreSQL database, as the services log in; pointed at another server than the local "
+    "stack's, `dev up` uses that one instead of starting its own",
+    SERVICES,
+    "database_url",
+    secret=True,
+    exported=True,
+)
+MIGRATE_DATABASE_URL: Final = Setting(
+    "MIGRATE_DATABASE_URL",
+    DatabaseUrl(),
+    Derived(
+        _migrate_database_url,
+        "`DISTCOUNT_DATABASE_URL` when that is set, else "
+        "`postgresql://distcount_admin:distcount_admin@127.0.0.1:5432/distcount`",
+    ),
+    "the same database, as `distcount migrate` (and `dev up`) applies the migrations: the "
+    "schema's owner. Set it only together with `DISTCOUNT_DATABASE_URL`, whose user it grants "
+    "the services' privileges",
+    SERVICES,
+    "migrate_database_url",
+    secret=True,
+    exported=True,
+)
+TOPIC: Final = Setting(
+    "TOPIC",
+    Topic(),
+    "distcount.increments",
+    "the topic increments are produced to",
+    SERVICES,
+    "topic",
+    exported=True,
+)
+DLQ_TOPIC: Final = Setting(
+    "DLQ_TOPIC",
+    Topic(),
+    Derived(lambda v: f"{v.get(TOPIC)}.dlq", "`<topic>.dlq`"),
+    "where records that break the contract go",
+    SERVICES,
+    "dlq_topic",
+)
+PARTITIONS: Final = Setting(
+    "PARTITIONS",
+    Integer(1, 10_000),
+    6,
+    "partitions when `dev up` creates the topics",
+    SERVICES,
+    "partitions",
+)
+GROUP_ID: Final = Setting(
+    "GROUP_ID",
+    Name("a consumer group name", 255),
+    "distcount-aggregator",
+    "the aggregators' consumer group",
+    SERVICES,
+    "group_id",
+)
+FLUSH_INTERVAL_MS: Final = Setting(
+    "FLUSH_INTERVAL_MS",
+    Integer(10, 3_600_000, "milliseconds"),
+    5000,
+    "how often aggregators flush to PostgreSQL",
+    SERVICES,
+    "flush_interval_ms",
+)
+BUCKET_MS: Final = Setting(
+    "BUCKET_MS",
+    Integer(1, 86_400_000, "milliseconds"),
+    Derived(lambda v: v.get(FLUSH_INTERVAL_MS), "the flush interval"),
+    "width of a time bucket in the event log",
+    SERVICES,
+    "bucket_ms",
+)
+HTTP_HOST: Final = Setting(
+    "HTTP_HOST", Host(), "127.0.0.1", "the address the ingress listens on", SERVICES, "http_host"
+)
+HTTP_PORT: Final = Setting(
+    "HTTP_PORT",
+    port(),
+    3333,
+    "the port the ingress listens on",
+    SERVICES,
+    "http_port",
+    exported=True,
+)
+METRICS: Final = Setting(
+    "METRICS",
+    Choice(METRICS_REPORTERS),
+    "statsd",
+    "where metrics go: `statsd`, `dogstatsd` (with tags), `console` (standard error) or `off`; "
+    "`dev up` runs its services with `console` unless this is set. See [Metrics](#metrics)",
+    SERVICES,
+    "metrics.reporter",
+)
+STATSD_HOST: Final = Setting(
+    "STATSD_HOST",
+    Host(),
+    "127.0.0.1",
+    "where StatsD metrics go (UDP)",
+    SERVICES,
+    "metrics.statsd_host",
+)
+STATSD_PORT: Final = Setting(
+    "STATSD_PORT", port("UDP"), 8125, "the StatsD port", SERVICES, "metrics.statsd_port"
+)
+METRICS_INTERVAL_MS: Final = Setting(
+    "METRICS_INTERVAL_MS",
+    Integer(10, 3_600_000, "milliseconds"),
+    5000,
+    "how often metrics are sent (or printed)",
+    SERVICES,
+    "metrics.interval_ms",
+)
+METRICS_SAMPLE_RATE: Final = Setting(
+    "METRICS_SAMPLE_RATE",
+    Fraction(0.0001, 1, example=0.01),
+    0.01,
+    "share of per-event timings kept, each event drawn with this chance; `1` under `dev up` "
+    "unless this or `DISTCOUNT_METRICS` is set",
+    SERVICES,
+    "metrics.sample_rate",
+)
+METRICS_TAGS: Final = Setting(
+    "METRICS_TAGS",
+    Tags(),
+    (),
+    "constant DogStatsD tags added to every metric",
+    SERVICES,
+    "metrics.tags",
+)
+MAX_LIVE_ENTRIES: Final = Setting(
+    "MAX_LIVE_ENTRIES",
+    Integer(1, 100_000_000),
+    1_000_000,
+    "in-memory bucket entries per aggregator before an early flush",
+    SERVICES,
+    "max_live_entries",
+)
+STALL_RETRY_MS: Final = Setting(
+    "STALL_RETRY_MS",
+    Integer(100, 3_600_000, "milliseconds"),
+    30_000,
+    "how often an aggregator tries a [stalled partition](#stalled-partitions) again",
+    SERVICES,
+    "stall_retry_ms",
+)
+PRODUCE_TIMEOUT_MS: Final = Setting(
+    "PRODUCE_TIMEOUT_MS",
+    Integer(1, 600_000, "milliseconds"),
+    5000,
+    "how long the ingress waits for Kafka before answering 503",
+    SERVICES,
+    "produce_timeout_ms",
+)
+PRODUCE_COMPRESSION: Final = Setting(
+    "PRODUCE_COMPRESSION",
+    ChoiceOrNone("none", CODECS),
+    None,
+    "how the ingress compresses the batches it sends to Kafka (see below)",
+    SERVICES,
+    "produce_compression",
+)
+MAX_INFLIGHT_SENDS: Final = Setting(
+    "MAX_INFLIGHT_SENDS",
+    Integer(1, 10_000_000),
+    10_000,
+    "sends the ingress keeps in flight before answering 503",
+    SERVICES,
+    "max_inflight_sends",
+)
+MAX_BODY_BYTES: Final = Setting(
+    "MAX_BODY_BYTES",
+    Integer(64, 1 << 30, "bytes"),
+    1_048_576,
+    "larger request bodies get 413",
+    SERVICES,
+    "max_body_bytes",
+)
+LOG_LEVEL: Final = Setting(
+    "LOG_LEVEL",
+    Choice(LOG_LEVELS),
+    "info",
+    "the least severe log records written",
+    SERVICES,
+    "log_level",
+)
+LOG_FORMAT: Final = Setting(
+    "LOG_FORMAT",
+    Choice(LOG_FORMATS),
+    "text",
+    "one log record per line on standard error: readable text, or a JSON object with the same "
+    "fields (see [Logs](#logs))",
+    SERVICES,
+    "log_format",
+)
+MIGRATIONS_DIR: Final = Setting(
+    "MIGRATIONS_DIR",
+    Folder("a folder of NNNN_name.sql files"),
+    Derived(lambda v: _in_checkout("migrations"), "`migrations/` of the checkout"),
+    "the SQL migrations",
+    SERVICES,
+    "migrations_dir",
+)
+
+# -- the local stack's settings (`distcount dev`) --------------------------------------------
+
+DEV_DIR: Final = Setting(
+    "DEV_DIR",
+    Folder(),
+    Derived(lambda v: _in_checkout(".distcount"), "`.distcount/` of the checkout"),
+    "the local stack's state folder",
+    DEV,
+    "state_dir",
+)
+DEV_CACHE_DIR: Final = Setting(
+    "DEV_CACHE_DIR",
+    Folder(),
+    Derived(_cache_dir, "`$XDG_CACHE_HOME/distcount` or `~/.cache/distcount`"),
+    "downloaded jars (outside the repository)",
+    DEV,
+    "cache_dir",
+)
+DEV_KAFKA_VERSION: Final = Setting(
+    "DEV_KAFKA_VERSION",
+    Version(),
+    "4.1.1",
+    "the Apache Kafka broker version `dev up` runs",
+    DEV,
+    "kafka_version",
+)
+DEV_MAVEN_REPO: Final = Setting(
+    "DEV_MAVEN_REPO",
+    RepositoryUrl(),
+    "https://repo.maven.apache.org/maven2",
+    "where the jars come from",
+    DEV,
+    "maven_repo_url",
+)
+DEV_KAFKA_PORT: Final = Setting(
+    "DEV_KAFKA_PORT", port(), 9092, "the local broker's port", DEV, "kafka_port"
+)
+DEV_KAFKA_CONTROLLER_PORT: Final = Setting(
+    "DEV_KAFKA_CONTROLLER_PORT",
+    port(),
+    9093,
+    "the local broker's controller port",
+    DEV,
+    "kafka_controller_port",
+)
+DEV_POSTGRES_PORT: Final = Setting(
+    "DEV_POSTGRES_PORT", port(), 5432, "the local PostgreSQL's port", DEV, "postgres_port"
+)
+DEV_STOP_TIMEOUT_S: Final = Setting(
+    "DEV_STOP_TIMEOUT_S",
+    Seconds(),
+    30.0,
+    "how long `dev down` waits after SIGTERM before SIGKILL",
+    DEV,
+    "stop_timeout_s",
+)
+
+SETTINGS: Final[tuple[Setting[Any], ...]] = (
+    KAFKA_BOOTSTRAP,
+    DATABASE_URL,
+    MIGRATE_DATABASE_URL,
+    TOPIC,
+    DLQ_TOPIC,
+    PARTITIONS,
+    GROUP_ID,
+    FLUSH_INTERVAL_MS,
+    BUCKET_MS,
+    HTTP_HOST,
+    HTTP_PORT,
+    METRICS,
+    STATSD_HOST,
+    STATSD_PORT,
+    METRICS_INTERVAL_MS,
+    METRICS_SAMPLE_RATE,
+    METRICS_TAGS,
+    MAX_LIVE_ENTRIES,
+    STALL_RETRY_MS,
+    PRODUCE_TIMEOUT_MS,
+    PRODUCE_COMPRESSION,
+    MAX_INFLIGHT_SENDS,
+    MAX_BODY_BYTES,
+    LOG_LEVEL,
+    LOG_FORMAT,
+    MIGRATIONS_DIR,
+    DEV_DIR,
+    DEV_CACHE_DIR,
+    DEV_KAFKA_VERSION,
+    DEV_MAVEN_REPO,
+    DEV_KAFKA_PORT,
+    DEV_KAFKA_CONTROLLER_PORT,
+    DEV_POSTGRES_PORT,
+    DEV_STOP_TIMEOUT_S,
+)
+
+RULES: Final = (
+    Rule(
+        SERVICES,
+        # `migrate` grants the services' role, the user of DISTCOUNT_DATABASE_URL: left to its
+        # default, that names the local stack's role, not one of the database migrated
+        lambda v: v.is_set(MIGRATE_DATABASE_URL) and not v.is_set(DATABASE_URL),
+        "DISTCOUNT_MIGRATE_DATABASE_URL is set but DISTCOUNT_DATABASE_URL is not: set both, to "
+        "the same database (the migrations grant the user of DISTCOUNT_DATABASE_URL what the "
+        "services need)",
+    ),
+    Rule(
+        DEV,
+        lambda v: (
+            len({v.get(s) for s in (DEV_KAFKA_PORT, DEV_KAFKA_CONTROLLER_PORT, DEV_POSTGRES_PORT)})
+            < 3
+        ),
+        "DISTCOUNT_DEV_KAFKA_PORT, DISTCOUNT_DEV_KAFKA_CONTROLLER_PORT and "
+        "DISTCOUNT_DEV_POSTGRES_PORT must be three different ports",
+    ),
+)

@@ -1,0 +1,148 @@
+"""How a distcount process writes its log: one record per line on standard error, as readable
+text (the default) or as one JSON object (DISTCOUNT_LOG_FORMAT=json), with the same fields.
+
+The fields: `time` (ISO 8601, UTC, milliseconds), `level`, `logger`, `message`, `service`
+(ingress, aggregator or cli), `pid`, those of `CONTEXT_FIELDS` a log call passes with `extra=`,
+and `exception` (the traceback) when the record carries one. Other `extra=` names are left out,
+so that what an operator filters on stays a fixed set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Final
+
+import orjson
+
+CONTEXT_FIELDS: Final = ("topic", "partition", "offset", "group", "key", "reason", "error")
+INT64_MIN: Final = -(2**63)
+UINT64_MAX: Final = 2**64 - 1
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One log record as an operator reads it, whatever the format."""
+
+    time: str
+    level: str
+    logger: str
+    message: str
+    service: str
+    pid: int
+    context: dict[str, object] = field(default_factory=dict)
+    exception: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        fields: dict[str, object] = {
+            "time": self.time,
+            "level": self.level,
+            "logger": self.logger,
+            "message": self.message,
+            "service": self.service,
+            "pid": self.pid,
+            **self.context,
+        }
+        if self.exception is not None:
+            fields["exception"] = self.exception
+        return fields
+
+
+class _Formatter(logging.Formatter):
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def entry(self, record: logging.LogRecord) -> Entry:
+        stamp = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+        context = {
+            name: record.__dict__[name]
+            for name in CONTEXT_FIELDS
+            if record.__dict__.get(name) is not None
+        }
+        trace = [self.formatException(record.exc_info)] if record.exc_info else []
+        if record.stack_info:
+            trace.append(self.formatStack(record.stack_info))
+        return Entry(
+            time=stamp.replace("+00:00", "Z"),
+            level=record.levelname.lower(),
+            logger=record.name,
+            message=_message(record),
+            service=self.service,
+            pid=record.process if record.process is not None else os.getpid(),
+            context=context,
+            exception="\n".join(trace) or None,
+        )
+
+
+class JsonFormatter(_Formatter):
+    """One JSON object per record, on one line (a newline in a value is escaped)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = self.entry(record).as_dict()
+        try:
+            # values orjson cannot write natively (a Path, an exception) are written as str()
+            return orjson.dumps(fields, default=str).decode()
+        except TypeError:
+            # an integer beyond 64 bits, a string holding a lone surrogate: written as text
+            # rather than lost, and rather than a logging error on standard error
+            return orjson.dumps({name: _plain(value) for name, value in fields.items()}).decode()
+
+
+class TextFormatter(_Formatter):
+    """`time LEVEL service[pid] logger: message name=value…`, then the traceback, if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        e = self.entry(record)
+        line = f"{e.time} {e.level.upper()} {e.service}[{e.pid}] {e.logger}: {e.message}"
+        line += "".join(f" {name}={_text(value)}" for name, value in e.context.items())
+        return line if e.exception is None else f"{line}\n{e.exception}"
+
+
+def configure(service: str, log_format: str) -> None:
+    """Every record of the process to standard error, in `log_format` (text or json); so is an
+    exception nothing caught, which would otherwise print a bare traceback."""
+    formatter = JsonFormatter(service) if log_format == "json" else TextFormatter(service)
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter)
+    logging.getLogger().handlers[:] = [handler]
+    sys.excepthook = _log_uncaught
+
+
+def _log_uncaught(
+    kind: type[BaseException], value: BaseException, traceback: TracebackType | None
+) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value, traceback)
+        return
+    logging.getLogger("distcount").critical(
+        "stopped by an unexpected %s: %s", kind.__name__, value, exc_info=(kind, value, traceback)
+    )
+
+
+def _message(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception:  # a log call whose arguments do not fit its format: keep what it said
+        return f"{record.msg} (arguments that do not fit: {record.args!r})"
+
+
+def _plain(value: object) -> object:
+    """`value` as orjson writes it in any case: small numbers as they are, the rest as text."""
+    if isinstance(value, float | bool) or value is None:
+        return value
+    if isinstance(value, int) and INT64_MIN <= value <= UINT64_MAX:
+        return value
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _text(value: object) -> str:
+    """A context value in a text line: quoted when it holds blanks, quotes or `=`."""
+    text = str(value)
+    if text and not any(c.isspace() or c in "\"'=" for c in text):
+        return text
+    return orjson.dumps(_plain(text)).decode()
