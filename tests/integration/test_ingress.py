@@ -18,9 +18,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from distcount_config import Settings, load, project_root
-from distcount_ingress import KafkaPublisher, create_app, serve
+from distcount_ingress import KafkaPublisher, PostgresTotals, create_app, serve
 from distcount_ingress._producers import transactional_producer_factory
-from distcount_store import connect, create_pool, find_migrations, migrate
+from distcount_store import Database, connect, find_migrations, migrate
 from tests.conftest import Services
 
 pytestmark = pytest.mark.integration
@@ -79,16 +79,18 @@ async def ingress(settings: Settings, wait_started_s: float = 30.0) -> AsyncIter
     """The app in process, with the producers and the pool `serve()` would build."""
     publisher = KafkaPublisher(settings)
     publisher.start()
-    pool = await create_pool(settings.database_url, min_size=0, timeout_s=3)
+    database = await Database.open(settings.database_url, min_size=0, connect_timeout_s=3)
     try:
         started = await publisher.wait_started(wait_started_s)
-        app = create_app(settings, publisher, pool)
+        app = create_app(
+            settings, publisher, PostgresTotals(database, settings.group_id, settings.topic)
+        )
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as client:
             yield Ingress(client, publisher, started)
     finally:
         await publisher.close()
-        await pool.close()
+        await database.close()
 
 
 async def _end_offsets(

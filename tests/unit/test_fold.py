@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
-from distcount_aggregator import PartitionState, bucket_start_ms, fold, next_tick_ms
+from distcount_aggregator import PartitionState, bucket_start_ms, fold, next_tick_ms, unseen
 from distcount_codec import Increment, InvalidRecord, RecordDecoder, decode_record
 
 
@@ -110,14 +110,16 @@ def test_fold_rejects_what_breaks_the_contract_and_moves_past_it() -> None:
     assert list(decoder.known.values()) == [Increment("a", 1), Increment("a", 4)]
 
 
-def test_fold_skips_records_before_the_position() -> None:
+def test_records_before_the_position_are_not_unseen() -> None:
     state = PartitionState(0, stored_offset=10)
     records = [_record(offset, 1000, "a", 1) for offset in range(8, 13)]
-    assert fold(state, records, 1000, RecordDecoder()) == []
+    fresh = unseen(state, records)
+    assert [r.offset for r in fresh] == [10, 11, 12]
+    assert fold(state, fresh, 1000, RecordDecoder()) == []
     assert state.deltas == {1000: {"a": 3}}
     assert state.position == 13
-    assert fold(state, records[:2], 1000, RecordDecoder()) == []  # all old: nothing changes
-    assert state.deltas == {1000: {"a": 3}}
+    assert unseen(state, records[:2]) == []  # all old: nothing to fold
+    assert unseen(PartitionState(0, None), records) is records  # nothing stored: all new
 
 
 def test_an_unknown_key_is_validated_before_it_counts() -> None:

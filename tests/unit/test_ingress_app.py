@@ -22,7 +22,7 @@ from distcount_ingress import KafkaUnavailable, Overloaded, Unavailable, create_
 from distcount_ingress._app import MAX_BATCH_ITEMS
 from distcount_ingress._batcher import Batcher
 from distcount_metrics import ingress_metrics
-from distcount_store import DatabaseUnavailable
+from distcount_store import DatabaseUnavailable, QueryFailed, StoreError
 
 MAX_BODY_BYTES = 1024
 
@@ -52,7 +52,7 @@ class FakePublisher:
 class FakeCounters:
     def __init__(self) -> None:
         self.totals: dict[str, int] = {}
-        self.failure: DatabaseUnavailable | None = None
+        self.failure: StoreError | None = None
         self.stalled: list[str] = []
 
     async def read(self, key: str) -> int | None:
@@ -727,6 +727,20 @@ async def test_each_answer_is_counted_by_route_and_status(
         ("ingress.produce.duration", ("single",)): 2,
         ("ingress.produce.duration", ("batch",)): 1,
     }
+
+
+async def test_a_query_postgresql_refuses_is_a_500_not_a_503(
+    settings: Settings, publisher: FakePublisher, counters: FakeCounters
+) -> None:
+    # a 503 says "try again": here only a change of the setup helps
+    counters.failure = QueryFailed("reading counter 'k': InsufficientPrivilegeError: denied")
+    transport = httpx.ASGITransport(
+        app=create_app(settings, publisher, counters), raise_app_exceptions=False
+    )
+    async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as client:
+        response = await client.get("/counters/k")
+    assert response.status_code == 500
+    assert response.json() == {"errors": {"server": ["internal error"]}}
 
 
 async def test_a_handler_that_fails_is_counted_as_500(

@@ -21,3 +21,15 @@ class DistcountError(Exception):
     """Root of every exception distcount raises on purpose."""
 
     retriable: bool = False
+
+
+def describe(exc: BaseException) -> str:
+    """`Class: message`, the class named once: aiokafka's errors start their message with their
+    class name already, and a message-less exception is its class name alone."""
+    name = exc.__class__.__name__
+    text = str(exc)
+    if isinstance(exc, TimeoutError) and not text:
+        return "TimeoutError: no answer in time"
+    if not text:
+        return name
+    return text if text.startswith(name) else f"{name}: {text}"

@@ -1,6 +1,7 @@
-"""distcount's PostgreSQL side: migrations, the aggregators' flush, and reads."""
+"""distcount's PostgreSQL side: migrations, the aggregators' flush, and reads. The only package
+that knows the driver: its failures arrive as `StoreError`s, whose `retriable` says whether to
+try again."""
 
-from distcount_store._connect import connect, create_pool, redact
 from distcount_store._counters import (
     Fenced,
     PartitionFlush,
@@ -10,7 +11,8 @@ from distcount_store._counters import (
     read_offsets,
     read_total,
 )
-from distcount_store._errors import DatabaseUnavailable, MigrationError, StoreError
+from distcount_store._database import Connection, Database, connect, redact
+from distcount_store._errors import DatabaseUnavailable, MigrationError, QueryFailed, StoreError
 from distcount_store._grants import SERVICE_PRIVILEGES, grant_service_privileges, service_role
 from distcount_store._migrate import Migration, applied_migrations, find_migrations, migrate
 from distcount_store._stalls import (
@@ -24,19 +26,21 @@ from distcount_store._stalls import (
 
 __all__ = [
     "SERVICE_PRIVILEGES",
+    "Connection",
+    "Database",
     "DatabaseUnavailable",
     "Fenced",
     "Migration",
     "MigrationError",
     "PartitionFlush",
     "PartitionRef",
+    "QueryFailed",
     "SkipRefused",
     "Stall",
     "StoreError",
     "Total",
     "applied_migrations",
     "connect",
-    "create_pool",
     "find_migrations",
     "flush_partition",
     "grant_service_privileges",

@@ -15,7 +15,7 @@ from decimal import Decimal
 
 import asyncpg
 
-from distcount_store._errors import DatabaseUnavailable
+from distcount_store._errors import mapped
 
 # a connection of its own, or one borrowed from a pool
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
@@ -91,6 +91,11 @@ async def flush_partition(conn: Conn, flush: PartitionFlush) -> Fenced | int:
     """Write one partition's deltas and advance its offset in one transaction; on success, the
     number of event rows written (deltas that summed to zero write none)."""
     ident = (flush.group_id, flush.topic, flush.partition)
+    with mapped(f"flushing partition {flush.partition}"):
+        return await _flush(conn, flush, ident)
+
+
+async def _flush(conn: Conn, flush: PartitionFlush, ident: tuple[str, str, int]) -> Fenced | int:
     try:
         async with conn.transaction():
             stored = await conn.fetchval(_LOCK_OFFSET, *ident)
@@ -153,7 +158,8 @@ async def read_offsets(
     conn: Conn, group_id: str, topic: str, partitions: Iterable[int]
 ) -> dict[int, int]:
     """partition -> stored next offset, for the partitions that have one."""
-    rows = await conn.fetch(_READ_OFFSETS, group_id, topic, list(partitions))
+    with mapped(f"reading the stored offsets of {topic}"):
+        rows = await conn.fetch(_READ_OFFSETS, group_id, topic, list(partitions))
     return {row["partition"]: row["next_offset"] for row in rows}
 
 
@@ -165,14 +171,10 @@ class Total:
 
 
 async def read_total(conn: Conn | asyncpg.Pool, key: str) -> Total | None:
-    try:
+    with mapped(f"reading counter {key!r}"):
         row = await conn.fetchrow(
             "SELECT value, updated_at FROM counter_totals WHERE key = $1", key
         )
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise DatabaseUnavailable(
-            f"reading counter {key!r} failed: {exc.__class__.__name__}: {exc}"
-        ) from exc
     if row is None:
         return None
     value = row["value"]

@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
-from distcount_store._errors import MigrationError
+from distcount_store._errors import MigrationError, QueryFailed, mapped
 
 # table -> privileges. The identity columns (counter_events.id, skipped_ranges.id) need no
 # grant on their sequences: PostgreSQL draws identity values for whoever may INSERT; a `serial`
@@ -60,18 +60,18 @@ async def grant_service_privileges(conn: asyncpg.Connection, role: str) -> None:
     before the split) would lose its own privileges.
     """
     try:
-        async with conn.transaction():
-            for table, privileges in SERVICE_PRIVILEGES.items():
-                await conn.execute(
-                    f"GRANT {', '.join(privileges)} ON TABLE {_quoted(table)} TO {_quoted(role)}"
-                )
-    except asyncpg.UndefinedObjectError as exc:
-        raise MigrationError(
-            f"the services' role {role!r} does not exist: create it (CREATE ROLE {_quoted(role)} "
-            "LOGIN PASSWORD '…'), then migrate again to grant it what the services need"
-        ) from exc
-    except asyncpg.PostgresError as exc:
-        raise MigrationError(
-            f"granting the services' role {role!r} its privileges failed: "
-            f"{exc.__class__.__name__}: {exc}"
-        ) from exc
+        with mapped(f"granting the services' role {role!r} its privileges"):
+            async with conn.transaction():
+                for table, privileges in SERVICE_PRIVILEGES.items():
+                    await conn.execute(
+                        f"GRANT {', '.join(privileges)} ON TABLE {_quoted(table)} "
+                        f"TO {_quoted(role)}"
+                    )
+    except QueryFailed as exc:
+        if isinstance(exc.__cause__, asyncpg.UndefinedObjectError):
+            raise MigrationError(
+                f"the services' role {role!r} does not exist: create it (CREATE ROLE "
+                f"{_quoted(role)} LOGIN PASSWORD '…'), then migrate again to grant it what the "
+                "services need"
+            ) from exc
+        raise MigrationError(str(exc)) from exc

@@ -18,8 +18,8 @@ from typing import Final
 
 import asyncpg
 
-from distcount_store._connect import connect
-from distcount_store._errors import MigrationError
+from distcount_store._database import connect
+from distcount_store._errors import MigrationError, QueryFailed, mapped
 from distcount_store._grants import grant_service_privileges
 
 # Any constant will do, as long as nothing else in the database uses it for another purpose.
@@ -115,17 +115,16 @@ def _check_unchanged(migrations: Sequence[Migration], done: dict[str, str]) -> N
 
 
 async def _apply(conn: asyncpg.Connection, migration: Migration) -> None:
+    name = f"{migration.version}_{migration.name}.sql"
     try:
-        async with conn.transaction():
-            await conn.execute(migration.sql)
-            await conn.execute(
-                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                migration.version,
-                migration.name,
-                migration.checksum,
-            )
-    except asyncpg.PostgresError as exc:
-        raise MigrationError(
-            f"migration {migration.version}_{migration.name}.sql failed and was rolled back: "
-            f"{exc.__class__.__name__}: {exc}"
-        ) from exc
+        with mapped(f"migration {name} failed and was rolled back"):
+            async with conn.transaction():
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    migration.version,
+                    migration.name,
+                    migration.checksum,
+                )
+    except QueryFailed as exc:  # the SQL is at fault, not the connection
+        raise MigrationError(str(exc)) from exc

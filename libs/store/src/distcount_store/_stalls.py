@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import asyncpg
 
-from distcount_store._errors import StoreError
+from distcount_store._errors import StoreError, mapped
 
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy | asyncpg.Pool
 
@@ -74,14 +74,16 @@ class PartitionRef(NamedTuple):
 
 
 async def record_stall(conn: Conn, ref: PartitionRef, offset: int, reason: str) -> None:
-    await conn.execute(_RECORD, *ref, offset, reason)
+    with mapped(f"storing the stall of partition {ref.partition}"):
+        await conn.execute(_RECORD, *ref, offset, reason)
 
 
 async def read_stalls(
     conn: Conn, group_id: str | None = None, topic: str | None = None
 ) -> list[Stall]:
     """The stalled partitions, of one group and topic, or all of them (None)."""
-    rows = await conn.fetch(_READ, group_id, topic)
+    with mapped("reading the stalled partitions"):
+        rows = await conn.fetch(_READ, group_id, topic)
     return [
         Stall(
             row["group_id"],
@@ -101,6 +103,11 @@ async def skip_stalled(
     """Move a stalled partition's stored offset to `to_offset`, past the batch that stalled it;
     returns the offset it moved from. The records in between are never counted: the range is
     recorded in `skipped_ranges`. Refused unless the aggregator has flushed up to the stall."""
+    with mapped(f"skipping in partition {ref.partition}"):
+        return await _skip(conn, ref, to_offset, reason)
+
+
+async def _skip(conn: asyncpg.Connection, ref: PartitionRef, to_offset: int, reason: str) -> int:
     group_id, topic, partition = ident = ref
     async with conn.transaction():
         stalled = await conn.fetchval(_LOCK_STALL, *ident)

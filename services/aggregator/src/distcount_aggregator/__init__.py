@@ -8,7 +8,13 @@ from distcount_aggregator._deadletter import (
     DeadLetters,
 )
 from distcount_aggregator._errors import AggregatorError, AssignmentFailed
-from distcount_aggregator._fold import PartitionState, bucket_start_ms, fold, next_tick_ms
+from distcount_aggregator._fold import (
+    PartitionState,
+    bucket_start_ms,
+    fold,
+    next_tick_ms,
+    unseen,
+)
 from distcount_aggregator._main import build_consumer, consumer_options, run, serve
 
 __all__ = [
@@ -28,4 +34,5 @@ __all__ = [
     "next_tick_ms",
     "run",
     "serve",
+    "unseen",
 ]

@@ -1,7 +1,8 @@
 """Records that break the contract go to the dead-letter topic, with the reason in a header.
 
 A send is started while folding and settled before the flush that moves the partition's offset
-past the record commits: a record is never skipped without being in the dead-letter topic.
+past the record commits: a record is never skipped without being in the dead-letter topic. The
+sends waiting to be settled are kept here, per partition, so the partition's state stays data.
 """
 
 from __future__ import annotations
@@ -25,14 +26,31 @@ class PendingDeadLetter:
     value: bytes | None
     headers: list[tuple[str, bytes]]
     sent: asyncio.Future[Any] | None
+    acknowledged: bool = False  # by the broker: a later settle skips it
 
 
 class DeadLetters:
     def __init__(self, producer: Any, topic: str) -> None:
         self._producer = producer
         self.topic = topic
+        self._pending: dict[int, list[PendingDeadLetter]] = {}
 
-    async def send(self, record: Any, reason: str, source_topic: str) -> PendingDeadLetter:
+    async def send(self, record: Any, reason: str, source_topic: str) -> None:
+        """Start sending `record` with its reason; `settle(record.partition)` waits for it."""
+        self._pending.setdefault(record.partition, []).append(
+            await self._start(record, reason, source_topic)
+        )
+
+    async def settle(self, partition: int) -> None:
+        """Until the broker acknowledged every send of `partition` started so far."""
+        await self._settle(self._pending.get(partition, []))
+
+    def forget(self, partition: int) -> None:
+        """The partition's offset moved past its sends (committed), or they will be made again
+        (its state was dropped): nothing to wait for any more."""
+        self._pending.pop(partition, None)
+
+    async def _start(self, record: Any, reason: str, source_topic: str) -> PendingDeadLetter:
         headers = [
             (REASON_HEADER, reason.encode()),
             (SOURCE_HEADER, f"{source_topic}/{record.partition}/{record.offset}".encode()),
@@ -47,15 +65,19 @@ class DeadLetters:
             pending.sent = None
         return pending
 
-    async def settle(self, pending: list[PendingDeadLetter]) -> None:
+    async def _settle(self, pending: list[PendingDeadLetter]) -> None:
         """Wait until the broker acknowledged every one; re-send the failed ones once."""
         for letter in pending:
+            if letter.acknowledged:
+                continue
             if letter.sent is not None:
                 try:
                     await letter.sent
-                    continue
                 except Exception:
-                    pass
+                    letter.sent = None  # failed: sent again below, once per settle
+                else:
+                    letter.acknowledged = True
+                    continue
             try:
                 await self._producer.send_and_wait(
                     self.topic, value=letter.value, key=letter.key, headers=letter.headers
@@ -69,3 +91,4 @@ class DeadLetters:
                     key=None if letter.key is None else letter.key[:_KEPT_BYTES],
                     headers=[*letter.headers, (TRUNCATED_HEADER, str(size).encode())],
                 )
+            letter.acknowledged = True

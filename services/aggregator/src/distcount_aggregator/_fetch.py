@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import ConsumerStoppedError
 
 from distcount_aggregator._errors import KafkaClientBroken
+from distcount_core import describe
 
 log = logging.getLogger("distcount.aggregator")
 
@@ -66,7 +67,7 @@ class GuardedFetch:
             log.warning(
                 "fetching failed (%s); reading every partition again from its last folded record "
                 "to find the one that fails",
-                _describe(exc),
+                describe(exc),
             )
             now = positions()
             await self._rewind(now)
@@ -80,7 +81,7 @@ class GuardedFetch:
         task = self._consumer._client._sync_task
         if task is not None and task.done():
             error = None if task.cancelled() else task.exception()
-            cause = "cancelled" if error is None else f"{error.__class__.__name__}: {error}"
+            cause = "cancelled" if error is None else describe(error)
             raise KafkaClientBroken(
                 f"the Kafka client's metadata task has ended ({cause}); the aggregator stops, "
                 "having flushed what it folded, so that its supervisor starts it afresh"
@@ -141,17 +142,8 @@ class GuardedFetch:
             except Exception as exc:
                 offset = await self._consumer.position(tp)
                 self._consumer.pause(tp)
-                return records, Stalled(tp.partition, offset, _describe(exc), _now_ms())
+                return records, Stalled(tp.partition, offset, describe(exc), _now_ms())
         return records, None
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    name = exc.__class__.__name__
-    # aiokafka's errors start their text with their class name already
-    if not text:
-        return name
-    return text if text.startswith(name) else f"{name}: {text}"
 
 
 def _now_ms() -> int:

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from distcount_codec import InvalidRecord, RecordDecoder
-
-if TYPE_CHECKING:
-    from distcount_aggregator._deadletter import PendingDeadLetter
 
 # 9999-12-31T23:59:59.999Z; PostgreSQL timestamps end not long after
 MAX_TIMESTAMP_MS: Final = 253_402_300_799_999
@@ -32,7 +29,7 @@ class PartitionState:
     so records at earlier offsets (already counted) are never folded twice.
     """
 
-    __slots__ = ("dead_letters", "deltas", "folded_until", "partition", "position", "stored_offset")
+    __slots__ = ("deltas", "folded_until", "partition", "position", "stored_offset")
 
     def __init__(self, partition: int, stored_offset: int | None) -> None:
         self.partition = partition
@@ -42,7 +39,6 @@ class PartitionState:
         self.folded_until: int | None = None
         # bucket start (ms) -> key -> delta
         self.deltas: dict[int, dict[str, int]] = {}
-        self.dead_letters: list[PendingDeadLetter] = []
 
     @property
     def entries(self) -> int:
@@ -58,7 +54,6 @@ class PartitionState:
         self.stored_offset = self.folded_until
         self.folded_until = None
         self.deltas = {}
-        self.dead_letters = []
 
     def reset(self, stored_offset: int | None) -> None:
         """Drop what was folded: another process flushed first, so read again from the store."""
@@ -66,22 +61,26 @@ class PartitionState:
         self.position = stored_offset
         self.folded_until = None
         self.deltas = {}
-        self.dead_letters = []
+
+
+def unseen(state: PartitionState, records: Sequence[Any]) -> Sequence[Any]:
+    """`records` without those before the state's position: a fetch from before a seek (after
+    a rebalance or a fenced flush) returns records that were counted already."""
+    position = state.position
+    if position is not None and records and records[0].offset < position:
+        return [r for r in records if r.offset >= position]
+    return records
 
 
 def fold(
     state: PartitionState, records: Sequence[Any], bucket_ms: int, decoder: RecordDecoder
 ) -> list[tuple[Any, str]]:
-    """Add `records` (consumer records of the state's partition, in offset order) to the state's
-    buckets; returns the records that break the contract, each with the reason.
+    """Add `records` (consumer records of the state's partition, in offset order, all `unseen`)
+    to the state's buckets; returns the records that break the contract, each with the reason.
 
-    Records before the state's position were counted already (a rebalance or a fetch from before
-    a seek) and are skipped. This runs once per record: a value decoded before costs one lookup
-    in the decoder's memory (see `RecordDecoder`).
+    This runs once per record: a value decoded before costs one lookup in the decoder's memory
+    (see `RecordDecoder`).
     """
-    position = state.position
-    if position is not None and records and records[0].offset < position:
-        records = [r for r in records if r.offset >= position]
     if not records:
         return []
     rejected: list[tuple[Any, str]] = []

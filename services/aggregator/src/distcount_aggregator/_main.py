@@ -1,4 +1,5 @@
-"""The aggregator process: builds the consumer, the pool and the dead-letter producer once."""
+"""The aggregator process: builds the database pool, the dead-letter producer and the consumer
+once, each as soon as its server answers, and closes them in the reverse order."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ import logging
 import signal
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
-import asyncpg
 import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -18,10 +18,13 @@ from aiokafka.errors import KafkaError
 from distcount_aggregator._aggregator import Aggregator
 from distcount_aggregator._deadletter import DeadLetters
 from distcount_config import Settings
-from distcount_metrics import aggregator_metrics
-from distcount_store import StoreError, create_pool
+from distcount_core import Backoff
+from distcount_metrics import AggregatorMetrics, aggregator_metrics
+from distcount_store import Database, StoreError
 
 log = logging.getLogger("distcount.aggregator")
+
+T = TypeVar("T")
 
 _COMMAND_TIMEOUT_S = 60.0
 
@@ -49,102 +52,110 @@ def build_consumer(settings: Settings) -> AIOKafkaConsumer:
 async def serve(settings: Settings) -> None:
     """Run one aggregator until SIGTERM or SIGINT; waits for Kafka and PostgreSQL to answer."""
     stopping = asyncio.Event()
-    running: list[Aggregator] = []
-    metrics = aggregator_metrics(settings.metrics)
-
-    def on_signal() -> None:
-        stopping.set()
-        for aggregator in running:
-            aggregator.stop()
-
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
-
-    # each attempt builds its client afresh: aiokafka clients cannot be started twice
-    pools: list[asyncpg.Pool] = []
-    producers: list[AIOKafkaProducer] = []
-    consumers: list[AIOKafkaConsumer] = []
-
-    async def connect() -> None:
-        # a flush stuck on a half-open connection times out and is retried (or fenced)
-        pools.append(
-            await create_pool(
-                settings.database_url, min_size=1, max_size=8, command_timeout_s=_COMMAND_TIMEOUT_S
-            )
+        loop.add_signal_handler(sig, stopping.set)
+    metrics = aggregator_metrics(settings.metrics)
+    async with contextlib.AsyncExitStack() as resources:
+        await resources.enter_async_context(metrics.reporting())
+        database = await _when_up("PostgreSQL", lambda: _open_database(settings), stopping)
+        if database is None:
+            return
+        resources.push_async_callback(database.close)
+        producer = await _when_up("Kafka", lambda: _started_producer(settings), stopping)
+        if producer is None:
+            return
+        resources.push_async_callback(producer.stop)
+        aggregator = await _when_up(
+            "Kafka", lambda: _subscribed(settings, database, producer, metrics), stopping
         )
+        if aggregator is None:
+            return
+        resources.push_async_callback(aggregator.consumer.stop)
+        await _run(settings, aggregator.aggregator, metrics, stopping)
 
-    async def start_producer() -> None:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
-        )
-        try:
-            await producer.start()
-        except BaseException:
-            await producer.stop()
-            raise
-        producers.append(producer)
 
-    async def start_consumer() -> None:
-        consumer = build_consumer(settings)
-        aggregator = Aggregator(
-            settings, consumer, pools[0], DeadLetters(producers[0], settings.dlq_topic), metrics
-        )
-        consumer.subscribe([settings.topic], listener=aggregator.listener)
-        try:
-            await consumer.start()
-        except BaseException:
-            await consumer.stop()
-            raise
-        consumers.append(consumer)
-        running.append(aggregator)
-
+async def _run(
+    settings: Settings, aggregator: Aggregator, metrics: AggregatorMetrics, stopping: asyncio.Event
+) -> None:
+    metrics.watch_live_entries(lambda: aggregator.live_entries)
+    metrics.watch_lag(aggregator.lag)
+    log.info(
+        "consuming %s as group %s; flushing every %d ms into buckets of %d ms",
+        settings.topic,
+        settings.group_id,
+        settings.flush_interval_ms,
+        settings.bucket_ms,
+    )
+    # a signal from now on stops the loop, which flushes on its way out
+    stopper = asyncio.ensure_future(stopping.wait())
+    stopper.add_done_callback(lambda _: aggregator.stop())
     try:
-        async with metrics.reporting():
-            if not (
-                await _until_up("PostgreSQL", connect, stopping)
-                and await _until_up("Kafka", start_producer, stopping)
-                and await _until_up("Kafka", start_consumer, stopping)
-            ):
-                return
-            aggregator = running[0]
-            metrics.watch_live_entries(lambda: aggregator.live_entries)
-            metrics.watch_lag(aggregator.lag)
-            log.info(
-                "consuming %s as group %s; flushing every %d ms into buckets of %d ms",
-                settings.topic,
-                settings.group_id,
-                settings.flush_interval_ms,
-                settings.bucket_ms,
-            )
-            if stopping.is_set():
-                aggregator.stop()
-            await aggregator.run()
+        await aggregator.run()
     finally:
-        for consumer in consumers:
-            await consumer.stop()
-        for producer in producers:
-            await producer.stop()
-        for pool in pools:
-            await pool.close()
+        stopper.cancel()
 
 
-async def _until_up(
-    what: str, start: Callable[[], Awaitable[None]], stopping: asyncio.Event
-) -> bool:
-    """`start()` again and again, with backoff, until it succeeds (True) or a signal says stop."""
-    delay_s = 0.5
+async def _open_database(settings: Settings) -> Database:
+    # a flush stuck on a half-open connection times out and is retried (or fenced)
+    return await Database.open(
+        settings.database_url, min_size=1, max_size=8, command_timeout_s=_COMMAND_TIMEOUT_S
+    )
+
+
+async def _started_producer(settings: Settings) -> AIOKafkaProducer:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
+    )
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()  # aiokafka clients cannot be started twice: each try builds anew
+        raise
+    return producer
+
+
+class _Subscribed:
+    def __init__(self, consumer: AIOKafkaConsumer, aggregator: Aggregator) -> None:
+        self.consumer = consumer
+        self.aggregator = aggregator
+
+
+async def _subscribed(
+    settings: Settings,
+    database: Database,
+    producer: AIOKafkaProducer,
+    metrics: AggregatorMetrics,
+) -> _Subscribed:
+    consumer = build_consumer(settings)
+    dead_letters = DeadLetters(producer, settings.dlq_topic)
+    aggregator = Aggregator(settings, consumer, database, dead_letters, metrics)
+    consumer.subscribe([settings.topic], listener=aggregator.listener)
+    try:
+        await consumer.start()
+    except BaseException:
+        await consumer.stop()
+        raise
+    return _Subscribed(consumer, aggregator)
+
+
+async def _when_up(
+    what: str, start: Callable[[], Awaitable[T]], stopping: asyncio.Event
+) -> T | None:
+    """`start()` again and again, with backoff, until it succeeds or a signal says stop (None)."""
+    backoff = Backoff(0.5, 10.0)
     while not stopping.is_set():
         try:
-            await start()
-        except (KafkaError, StoreError, OSError) as exc:
-            log.warning("%s does not answer yet (%s); trying again in %.1f s", what, exc, delay_s)
-        else:
-            return True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), delay_s)
-        delay_s = min(delay_s * 2, 10.0)
-    return False
+            return await start()
+        except (KafkaError, OSError) as exc:
+            log.warning("%s does not answer yet (%s); trying again", what, exc)
+        except StoreError as exc:
+            if not exc.retriable:
+                raise
+            log.warning("%s does not answer yet (%s); trying again", what, exc)
+        if await backoff.sleep(stopping):
+            break
+    return None
 
 
 def run(settings: Settings) -> None:

@@ -13,18 +13,15 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 
-import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from distcount_aggregator._fetch import Stalled
 from distcount_aggregator._fold import PartitionState
 from distcount_config import Settings
 from distcount_metrics import AggregatorMetrics
-from distcount_store import PartitionRef, StoreError, read_offsets, record_stall
+from distcount_store import Database, PartitionRef, StoreError
 
 log = logging.getLogger("distcount.aggregator")
-
-_FAILURES = (OSError, TimeoutError, StoreError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class Stalls:
@@ -32,13 +29,13 @@ class Stalls:
         self,
         settings: Settings,
         consumer: AIOKafkaConsumer,
-        pool: asyncpg.Pool,
+        database: Database,
         metrics: AggregatorMetrics,
     ) -> None:
         self._group = settings.group_id
         self._topic = settings.topic
         self._consumer = consumer
-        self._pool = pool
+        self._database = database
         self._stalled: dict[int, Stalled] = {}
         self._unsaved: dict[int, Stalled] = {}
         self._retry_s = settings.stall_retry_ms / 1000
@@ -60,6 +57,7 @@ class Stalls:
                 self._topic,
                 stall.offset,
                 stall.reason,
+                extra=self._context(stall),
             )
             return
         log.error(
@@ -73,7 +71,18 @@ class Stalls:
             stall.reason,
             self._retry_s,
             stall.partition,
+            extra=self._context(stall),
         )
+
+    def _context(self, stall: Stalled) -> dict[str, object]:
+        """The fields of a stall's log lines that an operator filters on."""
+        return {
+            "group": self._group,
+            "topic": self._topic,
+            "partition": stall.partition,
+            "offset": stall.offset,
+            "reason": stall.reason,
+        }
 
     def passed(self, partition: int, last_offset: int) -> None:
         """Records up to `last_offset` of `partition` were folded: past a stall, it is over."""
@@ -110,17 +119,16 @@ class Stalls:
         try:
             for partition, stall in list(self._unsaved.items()):
                 ref = PartitionRef(self._group, self._topic, partition)
-                await record_stall(self._pool, ref, stall.offset, stall.reason)
+                await self._database.record_stall(ref, stall.offset, stall.reason)
                 del self._unsaved[partition]
-        except _FAILURES as exc:  # kept, and stored with the next loop iteration
+        except StoreError as exc:  # kept, and stored with the next loop iteration
             log.debug("storing a stall failed, kept for a retry: %s", exc)
 
     async def _retry(self, states: Mapping[int, PartitionState]) -> None:
         partitions = [p for p in self._stalled if p in states]
         try:
-            async with self._pool.acquire() as conn:
-                stored = await read_offsets(conn, self._group, self._topic, partitions)
-        except _FAILURES as exc:
+            stored = await self._database.read_offsets(self._group, self._topic, partitions)
+        except StoreError as exc:
             log.debug("cannot read the stalled partitions' offsets now: %s", exc)
             return
         for partition in partitions:

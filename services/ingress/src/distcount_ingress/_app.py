@@ -11,7 +11,6 @@ import time
 from collections.abc import Awaitable, Sequence
 from typing import Final, Protocol
 
-import asyncpg
 import orjson
 from starlette.applications import Starlette
 from starlette.convertors import Convertor, register_url_convertor
@@ -40,9 +39,8 @@ from distcount_ingress._http import (
     unavailable_response,
 )
 from distcount_ingress._openapi import openapi_document
-from distcount_ingress._totals import PostgresTotals
 from distcount_metrics import IngressMetrics
-from distcount_store import DatabaseUnavailable
+from distcount_store import StoreError
 
 MAX_BATCH_ITEMS: Final = 10_000
 HEALTH_TIMEOUT_S: Final = 2.0
@@ -76,7 +74,7 @@ class Publisher(Protocol):
 
 
 class CounterReader(Protocol):
-    """Where totals come from: see `PostgresTotals`; raises `DatabaseUnavailable` on failure."""
+    """Where totals come from: see `PostgresTotals`; raises `StoreError` on failure."""
 
     async def read(self, key: str) -> int | None: ...
 
@@ -90,19 +88,14 @@ class CounterReader(Protocol):
 def create_app(
     settings: Settings,
     publisher: Publisher,
-    counters: CounterReader | asyncpg.Pool,
+    counters: CounterReader,
     *,
     metrics: IngressMetrics | None = None,
     lifespan: Lifespan[Starlette] | None = None,
 ) -> Starlette:
-    """The ingress app; `counters` may be an asyncpg pool, read through `PostgresTotals`."""
-    reader = (
-        PostgresTotals(counters, settings.group_id, settings.topic)
-        if isinstance(counters, asyncpg.Pool)
-        else counters
-    )
+    """The ingress app; `counters` is usually a `PostgresTotals` over the store's Database."""
     metrics = metrics or IngressMetrics()
-    handlers = _Handlers(settings, publisher, reader, metrics)
+    handlers = _Handlers(settings, publisher, counters, metrics)
     routes = [
         Route("/increment", handlers.increment, methods=["POST"]),
         Route("/increments", handlers.increments, methods=["POST"]),
@@ -210,7 +203,9 @@ class _Handlers:
             return error_response(422, {"key": errors})
         try:
             value = await self._counters.read(key)
-        except DatabaseUnavailable as exc:
+        except StoreError as exc:
+            if not exc.retriable:
+                raise  # PostgreSQL refused the query itself: a fault of the setup, a 500
             self._metrics.on_unavailable("postgres")
             return unavailable_response("postgres", str(exc))
         if value is None:

@@ -24,6 +24,7 @@ from typing import Any
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
+from distcount_core import describe
 from distcount_ingress._producers import Producer
 
 # key -> partition, so the pure-Python murmur2 runs once per key, not once per record
@@ -180,8 +181,3 @@ class Batcher:
 def _settle(outcome: Outcome, error: str | None) -> None:
     if not outcome.done():
         outcome.set_result(error)
-
-
-def describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__

@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import ProducerClosed
 
 from distcount_config import Settings
+from distcount_core import Backoff, describe
 
 log = logging.getLogger("distcount.ingress")
 
@@ -134,7 +135,7 @@ class ProducerSlot:
     async def _connect(self, retired: Producer | None) -> None:
         if retired is not None:
             await _retire(retired, self.name)
-        delay_s = _RETRY_MIN_S
+        backoff = Backoff(_RETRY_MIN_S, _RETRY_MAX_S)
         while True:
             producer = self._factory()
             try:
@@ -143,13 +144,12 @@ class ProducerSlot:
                 await _retire(producer, self.name)
                 raise
             except Exception as exc:  # whatever the cause, the answer is a retry
-                error = f"{exc.__class__.__name__}: {exc}"
+                error = describe(exc)
                 if error != self.last_error:  # one line per new cause, not one per attempt
                     log.warning("cannot start the %s, retrying: %s", self.name, error)
                 self.last_error = error
                 await _retire(producer, self.name)
-                await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, _RETRY_MAX_S)
+                await backoff.sleep()
                 continue
             self.producer = producer
             self.last_error = ""
@@ -188,7 +188,7 @@ def _broken(producer: Producer) -> str | None:
     ):
         if task is not None and task.done():
             error = None if task.cancelled() else task.exception()
-            cause = "stopped" if error is None else f"{error.__class__.__name__}: {error}"
+            cause = "stopped" if error is None else describe(error)
             return f"its {what} has ended ({cause})"
     return None
 
@@ -201,11 +201,11 @@ async def _retire(producer: Producer, name: str) -> None:
     except TimeoutError:
         log.warning("the %s did not stop within %g s: abandoned", name, _STOP_TIMEOUT_S)
     except Exception as exc:  # a producer that fails to stop is dropped anyway
-        log.warning("stopping the %s failed: %s: %s", name, exc.__class__.__name__, exc)
+        log.warning("stopping the %s failed: %s", name, describe(exc))
     try:
         await _bounded(_close_leftovers(producer), _CLOSE_TIMEOUT_S)
     except Exception as exc:
-        log.warning("closing the %s failed: %s: %s", name, exc.__class__.__name__, exc)
+        log.warning("closing the %s failed: %s", name, describe(exc))
 
 
 async def _close_leftovers(producer: Producer) -> None:

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerClosed
 
 from distcount_config import Settings
-from distcount_ingress._batcher import Batcher, describe
+from distcount_core import describe
+from distcount_ingress._batcher import Batcher
 from distcount_ingress._errors import KafkaUnavailable, Overloaded
 from distcount_ingress._producers import (
     Producer,

@@ -1,8 +1,8 @@
 """The process: build the publisher and the pool once, serve HTTP with uvicorn on uvloop.
 
 Shutdown (SIGINT, SIGTERM): uvicorn stops accepting and finishes the requests in progress, then
-the lifespan's exit flushes the producers and closes the pool. It must happen there: uvicorn
-raises the captured signal again once `serve()` returns.
+the lifespan's exit flushes the producers and closes the database pool. It must happen there:
+uvicorn raises the captured signal again once `serve()` returns.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
-import asyncpg
 import uvicorn
 import uvloop
 from starlette.applications import Starlette
@@ -21,8 +20,9 @@ from starlette.applications import Starlette
 from distcount_config import Settings
 from distcount_ingress._app import create_app
 from distcount_ingress._publisher import KafkaPublisher
+from distcount_ingress._totals import PostgresTotals
 from distcount_metrics import ingress_metrics
-from distcount_store import create_pool
+from distcount_store import Database
 
 log = logging.getLogger("distcount.ingress")
 
@@ -44,9 +44,13 @@ async def serve(settings: Settings) -> None:
     publisher = KafkaPublisher(settings)
     metrics = ingress_metrics(settings.metrics)
     metrics.watch_inflight_sends(lambda: publisher.inflight_sends)
-    pool = await create_pool(
-        settings.database_url, min_size=0, max_size=_POOL_MAX_SIZE, timeout_s=_CONNECT_TIMEOUT_S
+    database = await Database.open(
+        settings.database_url,
+        min_size=0,
+        max_size=_POOL_MAX_SIZE,
+        connect_timeout_s=_CONNECT_TIMEOUT_S,
     )
+    totals = PostgresTotals(database, settings.group_id, settings.topic)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -57,9 +61,9 @@ async def serve(settings: Settings) -> None:
             async with metrics.reporting():
                 yield
         finally:
-            await _close(publisher, pool)
+            await _close(publisher, database)
 
-    app = create_app(settings, publisher, pool, metrics=metrics, lifespan=lifespan)
+    app = create_app(settings, publisher, totals, metrics=metrics, lifespan=lifespan)
     config = uvicorn.Config(
         app,
         host=settings.http_host,
@@ -68,6 +72,8 @@ async def serve(settings: Settings) -> None:
         http="httptools",
         lifespan="on",
         access_log=False,
+        # uvicorn's lines go through the process's own handler, in its format (text or JSON)
+        log_config=None,
         log_level=settings.log_level,
         # requests still waiting at shutdown get at most their own deadline, and a little more
         timeout_graceful_shutdown=settings.produce_timeout_ms // 1000 + 5,
@@ -83,7 +89,9 @@ async def serve(settings: Settings) -> None:
         await serving
         raise
     finally:
-        await _close(publisher, pool)  # again, for a startup that failed before the lifespan ran
+        await _close(
+            publisher, database
+        )  # again, for a startup that failed before the lifespan ran
 
 
 @contextmanager
@@ -100,9 +108,9 @@ def collect_garbage_rarely() -> Iterator[None]:
         gc.unfreeze()
 
 
-async def _close(publisher: KafkaPublisher, pool: asyncpg.Pool) -> None:
+async def _close(publisher: KafkaPublisher, database: Database) -> None:
     await publisher.close()
-    await pool.close()
+    await database.close()
 
 
 def run(settings: Settings) -> None:

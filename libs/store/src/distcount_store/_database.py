@@ -1,0 +1,125 @@
+"""Connections to PostgreSQL: one for a command, or a pool for a service (`Database`).
+
+Opening maps every failure to the store's errors; so do the methods of `Database`, which are
+all a service needs: nothing outside this package touches the driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from distcount_store._counters import (
+    Fenced,
+    PartitionFlush,
+    Total,
+    flush_partition,
+    read_offsets,
+    read_total,
+)
+from distcount_store._errors import mapped
+from distcount_store._stalls import PartitionRef, Stall, read_stalls, record_stall
+
+T = TypeVar("T")
+Connection = asyncpg.Connection
+
+
+def redact(database_url: str) -> str:
+    """The URL without its password, fit for messages and logs."""
+    parts = urlsplit(database_url)
+    if parts.password is None:
+        return database_url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+async def connect(database_url: str, timeout_s: float = 10.0) -> Connection:
+    """One connection, for a command or a test; the caller closes it."""
+    with mapped(f"cannot connect to PostgreSQL at {redact(database_url)}"):
+        return await asyncpg.connect(database_url, timeout=timeout_s)
+
+
+class Database:
+    """A service's pool of connections, and what the services do with it."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(
+        cls,
+        database_url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout_s: float = 10.0,
+        command_timeout_s: float | None = None,
+    ) -> Database:
+        """A pool; with `min_size=0` it opens even while PostgreSQL is down (connections are
+        made on first use). `command_timeout_s` bounds every statement: a flush stuck on a
+        half-open connection fails and is retried instead of hanging."""
+        with mapped(f"cannot connect to PostgreSQL at {redact(database_url)}"):
+            pool = await asyncpg.create_pool(
+                database_url,
+                min_size=min_size,
+                max_size=max_size,
+                timeout=connect_timeout_s,
+                command_timeout=command_timeout_s,
+            )
+        assert pool is not None
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def check(self, timeout_s: float) -> None:
+        """Return once PostgreSQL answers a query; `DatabaseUnavailable` past `timeout_s`."""
+        await self._bounded(
+            "PostgreSQL does not answer", timeout_s, self._pool.fetchval, "SELECT 1"
+        )
+
+    async def flush(self, flush: PartitionFlush) -> Fenced | int:
+        """`flush_partition` on a connection of the pool; a connection that failed is closed,
+        whatever state the failure left it in, and the pool opens a new one."""
+        with mapped(f"flushing partition {flush.partition}"):
+            async with self._pool.acquire() as conn:
+                try:
+                    return await flush_partition(conn, flush)
+                except BaseException:
+                    conn.terminate()
+                    raise
+
+    async def read_offsets(
+        self, group_id: str, topic: str, partitions: list[int]
+    ) -> dict[int, int]:
+        with mapped(f"reading the stored offsets of {topic}"):
+            async with self._pool.acquire() as conn:
+                return await read_offsets(conn, group_id, topic, partitions)
+
+    async def read_total(self, key: str, timeout_s: float) -> Total | None:
+        return await self._bounded(
+            f"reading counter {key!r}", timeout_s, read_total, self._pool, key
+        )
+
+    async def record_stall(self, ref: PartitionRef, offset: int, reason: str) -> None:
+        with mapped(f"storing the stall of partition {ref.partition}"):
+            await record_stall(self._pool, ref, offset, reason)
+
+    async def read_stalls(self, group_id: str, topic: str, timeout_s: float) -> list[Stall]:
+        return await self._bounded(
+            "reading the stalled partitions", timeout_s, read_stalls, self._pool, group_id, topic
+        )
+
+    async def _select_1(self) -> None:
+        await self._pool.fetchval("SELECT 1")
+
+    async def _bounded(
+        self, doing: str, timeout_s: float, call: Callable[..., Awaitable[T]], *args: object
+    ) -> T:
+        with mapped(doing):
+            async with asyncio.timeout(timeout_s):
+                return await call(*args)
