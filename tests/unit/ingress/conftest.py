@@ -1,0 +1,37 @@
+"""The app around fakes: every status and body of the HTTP contract, without a broker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from distcount_config import Settings, load
+from distcount_ingress import create_app
+from tests.unit.ingress.fakes import MAX_BODY_BYTES, FakeCounters, FakePublisher
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return load({"DISTCOUNT_MAX_BODY_BYTES": str(MAX_BODY_BYTES)})
+
+
+@pytest.fixture
+def publisher() -> FakePublisher:
+    return FakePublisher()
+
+
+@pytest.fixture
+def counters() -> FakeCounters:
+    return FakeCounters()
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, publisher: FakePublisher, counters: FakeCounters
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, publisher, counters)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as client:
+        yield client
