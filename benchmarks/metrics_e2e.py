@@ -1,12 +1,11 @@
 """The ingress's whole request path with metrics off against metrics on: the real
-`distcount ingress` process (uvicorn, the Kafka producer, a real broker) loaded by wrk, the two
-settings alternating run by run, each server started afresh.
+`distcount ingress` (uvicorn, the Kafka producer, a real broker) loaded by wrk as
+benchmarks/ingress.py loads it, the two settings alternating run by run, each server afresh.
 
 "on" is DogStatsD (tags on every line, the costliest dialect) at the services' default interval
 and sample rate, sending to a UDP socket this script holds open; "off" is DISTCOUNT_METRICS=off.
-The headline is 1 - median(on) / median(off) of requests/s; the limit is 5 %. The server's CPU
-time per request is reported beside it: it moves less than the throughput when the machine's
-speed drifts.
+Headline: 1 - median(on) / median(off) of requests/s; limit 5 %. The server's CPU time per
+request is reported beside it: it moves less than the throughput when the machine's speed drifts.
 
     .venv/bin/python benchmarks/metrics_e2e.py [--repeat 5] [--duration 10]
 """
@@ -14,30 +13,18 @@ speed drifts.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
-from _common import (
-    RESULTS_DIR,
-    Endpoints,
-    error_lines,
-    fresh_database,
-    fresh_topic,
-    machine_facts,
-    markdown_table,
-    median,
-    say,
-    utc_stamp,
-    write_report,
-)
-from ingress import LUA, LoadResult, load_arguments, run_ours
+import harness as h
+from ingress import wrk_arguments
 
-LIMIT_PCT = 5.0
+LIMIT = h.Limit(5.0, floor=False, unit=" %")
 SIDES = ("metrics off", "metrics on")
 
 
-def _settings(side: str, statsd_port: int) -> dict[str, str]:
+def side_settings(side: str, statsd_port: int) -> dict[str, str]:
     if side == "metrics off":
         return {"DISTCOUNT_METRICS": "off"}
     return {
@@ -48,164 +35,112 @@ def _settings(side: str, statsd_port: int) -> dict[str, str]:
     }
 
 
-def _cpu_us(run: LoadResult) -> float | None:
-    return None if run.server_cpu_s is None else run.server_cpu_s / run.requests * 1e6
-
-
-def build_report(
-    meta: dict[str, Any], runs: list[LoadResult], error: str | None
-) -> tuple[dict[str, Any], str]:
-    by_side = {side: [r for r in runs if r.side == side] for side in SIDES}
-    rps = {side: median([r.requests_per_s for r in group]) for side, group in by_side.items()}
+def report(session: h.Session, meta: dict[str, Any], rounds: h.Rounds[h.LoadResult]) -> int:
+    runs, error = rounds.results, rounds.error
+    groups = h.by_side(runs, SIDES)
+    if not all(groups.values()):
+        lines = [f"- run {r.index} {r.side}: {r.requests_per_s:,.0f} requests/s" for r in runs]
+        return session.failed(meta, [r.as_dict() for r in runs], lines, error or "no runs")
+    rps = {side: h.median([r.requests_per_s for r in group]) for side, group in groups.items()}
     cpu = {
-        side: median([c for r in group if (c := _cpu_us(r)) is not None])
-        for side, group in by_side.items()
+        side: h.median([c for r in group if (c := r.server_cpu_us_per_request) is not None])
+        for side, group in groups.items()
     }
     overhead = (1 - rps["metrics on"] / rps["metrics off"]) * 100
     cpu_overhead = (cpu["metrics on"] / cpu["metrics off"] - 1) * 100
-    consistent = all(r.records_check and r.records_check["consistent"] for r in runs)
-    verdict = "ERROR" if error else "PASS" if overhead <= LIMIT_PCT and consistent else "FAIL"
+    consistent = all(r.consistent for r in runs)
     summary = {
         "median_requests_per_s": rps,
         "median_server_cpu_us_per_request": cpu,
         "overhead_pct": overhead,
         "cpu_per_request_overhead_pct": cpu_overhead,
-        "limit_pct": LIMIT_PCT,
+        "limit_pct": LIMIT.value,
         "records_match_2xx": consistent,
-        "verdict": verdict,
+        "verdict": h.verdict(LIMIT.passes(overhead) and consistent, error),
         "error": error,
     }
-    data = {**meta, "runs": [r.as_dict() for r in runs], "summary": summary}
-    m, w = meta["machine"], meta["load"]
+    w = meta["load"]
     rows = [
         [
-            r.index,
-            r.side,
-            f"{r.requests_per_s:,.0f}",
-            f"{c:.0f}" if (c := _cpu_us(r)) is not None else "-",
-            f"{r.latency_us['p50'] / 1000:.2f}",
-            f"{r.latency_us['p99'] / 1000:.2f}",
+            *(r.index, r.side, f"{r.requests_per_s:,.0f}", h.fmt(r.server_cpu_us_per_request, 0)),
+            *(f"{r.latency_us[q] / 1000:.2f}" for q in ("p50", "p99")),
             r.non_2xx,
-            "ok" if r.records_check and r.records_check["consistent"] else "MISMATCH",
+            "ok" if r.consistent else "MISMATCH",
         ]
         for r in runs
     ]
     md = [
-        f"# Metrics overhead on the whole request path, {meta['stamp']}",
+        session.heading(),
         "",
-        f"Machine: nproc {m['nproc']} ({m['cpu_model']}), {m['memory_gib']} GiB, Python "
-        f"{m['python']}; wrk, the ingress, the Kafka broker and PostgreSQL share these cores. "
-        f"`wrk -t{w['threads']} -c{w['connections']} -d{w['duration_s']}s` after a "
-        f"{w['warmup_s']} s warm-up, {w['repeat']} runs per side, alternating.",
+        f"Machine: {h.machine_line(session.machine)}; wrk, the ingress, the Kafka broker and "
+        f"PostgreSQL share these cores. `wrk -t{w['threads']} -c{w['connections']} "
+        f"-d{w['duration_s']}s` after a {w['warmup_s']} s warm-up, {w['repeat']} runs per side, "
+        "alternating.",
         "",
-        markdown_table(
+        h.table(
             [
-                "run",
-                "side",
-                "requests/s",
-                "server CPU µs/request",
-                "p50 ms",
-                "p99 ms",
-                "non-2xx",
-                "records vs 2xx",
+                *("run", "side", "requests/s", "server CPU µs/request", "p50 ms", "p99 ms"),
+                *("non-2xx", "records vs 2xx"),
             ],
             rows,
         ),
         "",
-        markdown_table(
-            ["", "metrics off", "metrics on", "overhead"],
+        h.table(
+            ["", *SIDES, "overhead"],
             [
-                [
-                    "median requests/s",
-                    f"{rps['metrics off']:,.0f}",
-                    f"{rps['metrics on']:,.0f}",
-                    f"{overhead:+.2f} %",
-                ],
+                ["median requests/s", *(f"{rps[s]:,.0f}" for s in SIDES), f"{overhead:+.2f} %"],
                 [
                     "median server CPU µs/request",
-                    f"{cpu['metrics off']:.0f}",
-                    f"{cpu['metrics on']:.0f}",
+                    *(f"{cpu[s]:.0f}" for s in SIDES),
                     f"{cpu_overhead:+.2f} %",
                 ],
             ],
         ),
         "",
-        f"**Headline: metrics on cost {overhead:.2f} % of the requests/s (limit "
-        f"{LIMIT_PCT:g} %): {verdict}**",
-        *error_lines(error),
+        f"**Headline: metrics on cost {overhead:.2f} % of the requests/s ({LIMIT}): "
+        f"{summary['verdict']}**",
+        *h.error_lines(error),
     ]
-    return data, "\n".join(md)
+    data = {**meta, "runs": [r.as_dict() for r in runs], "summary": summary}
+    return session.finish(data, "\n".join(md))
 
 
 async def bench(args: argparse.Namespace) -> int:
-    endpoints = Endpoints.from_env()
-    stamp = utc_stamp()
-    log_dir = RESULTS_DIR / "logs" / f"metrics-e2e-{stamp}"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    script = log_dir / "increment.lua"
-    script.write_text(LUA.replace("KEYS", str(args.keys)), encoding="utf-8")
+    session = h.Session.start("metrics_e2e", "Metrics overhead on the whole request path")
+    wrk = h.Wrk.from_args(args, session.log_dir)
+    endpoints = h.Endpoints.load()
+    h.say(f"metrics e2e: {wrk.describe()}, {args.repeat} runs per side; {endpoints.describe()}")
     # where "on" sends: held open and never read, so the kernel drops what overflows
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
-    statsd_port = sink.getsockname()[1]
-    runs: list[LoadResult] = []
-    error: str | None = None
-    async with (
-        fresh_topic(endpoints.kafka_bootstrap, "bench.metrics", args.partitions) as topic,
-        fresh_database(endpoints, "bench_met") as database_url,
-    ):
-        try:
-            for index in range(1, args.repeat + 1):
-                order = SIDES if index % 2 else SIDES[::-1]
-                for side in order:
-                    runs.append(
-                        await run_ours(
-                            index,
-                            endpoints,
-                            database_url=database_url,
-                            topic=topic,
-                            script=script,
-                            args=args,
-                            log_dir=log_dir,
-                            side=side,
-                            settings=_settings(side, statsd_port),
-                        )
+    rounds: h.Rounds[h.LoadResult] = h.Rounds()
+    try:
+        async with h.private_stack(endpoints, "bench.metrics", args.partitions) as private:
+
+            async def round_(index: int) -> AsyncIterator[h.LoadResult]:
+                for side in h.side_order(SIDES, index, alternate=True):
+                    settings = side_settings(side, sink.getsockname()[1])
+                    yield await h.load_ingress(
+                        side, index, private, wrk, session.log_dir, settings=settings
                     )
-        except Exception as exc:  # report what was measured, and why the rest was not
-            error = f"{type(exc).__name__}: {exc}"
-            say(f"stopped early: {exc}")
-        finally:
-            sink.close()
-    meta = {
-        "benchmark": "metrics_e2e",
-        "stamp": stamp,
-        "machine": machine_facts(),
-        "partitions": args.partitions,
-        "load": {
-            "tool": "wrk",
-            "threads": args.threads,
-            "connections": args.connections,
-            "duration_s": args.duration,
-            "warmup_s": args.warmup,
-            "keys": args.keys,
-            "repeat": args.repeat,
-        },
-    }
-    if not all(any(r.side == side for r in runs) for side in SIDES):
-        say(f"no complete round: {error}")
-        return 2
-    data, markdown = build_report(meta, runs, error)
-    write_report("metrics_e2e", stamp, data, markdown)
-    print(markdown)
-    verdict = data["summary"]["verdict"]
-    return 0 if verdict == "PASS" else 1 if verdict == "FAIL" else 2
+
+            await rounds.play(args.repeat, round_)
+    finally:
+        sink.close()
+    meta = session.meta(
+        kafka_bootstrap=endpoints.kafka_bootstrap,
+        partitions=args.partitions,
+        load={**wrk.settings(), "repeat": args.repeat},
+        logs=str(session.log_dir),
+    )
+    return report(session, meta, rounds)
 
 
 def main() -> None:
-    args = load_arguments(
+    args = wrk_arguments(
         "The ingress's request path (uvicorn, Kafka) with metrics off and on.", repeat=5
     )
-    raise SystemExit(asyncio.run(bench(args)))
+    h.run(lambda: bench(args))
 
 
 if __name__ == "__main__":
