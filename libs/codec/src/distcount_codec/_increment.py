@@ -15,8 +15,6 @@ import orjson
 from distcount_codec._errors import InvalidIncrement, InvalidJSON, InvalidRecord
 from distcount_codec._json import parse_json
 from distcount_codec._rules import (
-    ALWAYS_SHORT_ENOUGH,
-    CONTROL,
     INT64_MAX,
     INT64_MIN,
     key_errors,
@@ -100,18 +98,7 @@ def decode_record(value: bytes | None) -> Increment:
         raise InvalidRecord(f"value is not UTF-8 JSON: {exc.detail}") from None
     except InvalidIncrement as exc:  # a member named twice
         raise InvalidRecord(f"breaks the record contract: {exc}") from None
-    if type(data) is dict:
-        key, count = data.get("key"), data.get("value")
-        # the common case, checked inline: this runs once per record on the consumer's hot path
-        if (
-            type(key) is str
-            and type(count) is int
-            and 0 < len(key) <= ALWAYS_SHORT_ENOUGH
-            and count != 0
-            and INT64_MIN <= count <= INT64_MAX
-            and not CONTROL.search(key)
-        ):
-            return Increment(key, count)
+    # the consumer's hot path is `RecordDecoder`, which comes here only for the uncommon shapes
     try:
         return validate_increment(data)
     except InvalidIncrement as exc:
