@@ -29,8 +29,7 @@ from testcontainers.community.postgres import PostgresContainer
 
 from distcount_config import load, load_dev, project_root
 from distcount_devstack import Stack
-from distcount_devstack._postgres import ensure_database
-from distcount_store import connect, find_migrations, migrate, service_role
+from distcount_store import connect, create_database, find_migrations, migrate, service_role
 from tests.integration.pipeline import Pipeline
 
 ROOT = project_root()
@@ -119,7 +118,7 @@ def _local_stack() -> Iterator[Services]:
         )
     finally:
         if not any(component.running for component in before):
-            stack.down()
+            asyncio.run(stack.down())
 
 
 @pytest.fixture(scope="session")
@@ -163,7 +162,7 @@ async def fresh_database(services: Services) -> AsyncIterator[str]:
     """An empty database of its own, as the local stack makes it, dropped afterwards; yields its
     URL, as the admin."""
     name = f"test_{uuid.uuid4().hex[:12]}"
-    await ensure_database(services.database("postgres"), name)
+    await create_database(services.database("postgres"), name)
     try:
         yield services.database(name)
     finally:

@@ -16,9 +16,9 @@ from distcount_config import load_dev, project_root
 from distcount_devstack._java import checked_java
 from distcount_devstack._kafka import KafkaNode
 from distcount_devstack._maven import KafkaJars
-from distcount_devstack._postgres import PostgresNode, ensure_database, find_bindir
+from distcount_devstack._postgres import PostgresNode, find_bindir
 from distcount_devstack._process import ProcessRecord, stop
-from distcount_store import find_migrations, migrate
+from distcount_store import create_database, find_migrations, migrate
 from tests.conftest import Services
 from tests.integration.conftest import free_port
 from tests.integration.pipeline import Pipeline
@@ -39,14 +39,14 @@ def private_dir() -> Iterator[Path]:
 class PrivatePostgres:
     node: PostgresNode
     bindir: Path
-    record: ProcessRecord
 
-    def kill(self) -> None:
-        stop(self.record, timeout_s=10, first_signal=signal.SIGKILL)
+    async def kill(self) -> None:
+        record = self.node.server()
+        assert record is not None, "no PostgreSQL runs to be killed"
+        await stop(record, timeout_s=10, first_signal=signal.SIGKILL)
 
     async def restart(self) -> None:
-        self.record = self.node.start(self.bindir)
-        await self.node.wait_ready(self.record, timeout_s=60)
+        await self.node.start(self.bindir, timeout_s=60)
 
 
 @pytest.fixture
@@ -54,13 +54,15 @@ async def private_postgres(private_dir: Path) -> AsyncIterator[PrivatePostgres]:
     node = PostgresNode(private_dir / "postgres", free_port())
     bindir = find_bindir()
     node.init(bindir)
-    server = PrivatePostgres(node, bindir, node.start(bindir))
+    server = PrivatePostgres(node, bindir)
     try:
-        await node.wait_ready(server.record, timeout_s=60)
-        await ensure_database(node.url("postgres"), "distcount")
+        await node.start(bindir, timeout_s=60)
+        await create_database(node.url("postgres"), "distcount")
         yield server
     finally:
-        stop(server.record, timeout_s=10, first_signal=signal.SIGINT)
+        record = node.server()
+        if record is not None:
+            await stop(record, timeout_s=10, first_signal=signal.SIGINT)
 
 
 @dataclass
@@ -70,11 +72,11 @@ class PrivateKafka:
     libs: Path
     record: ProcessRecord
 
-    def stop(self) -> None:
-        stop(self.record, timeout_s=30)
+    async def stop(self) -> None:
+        await stop(self.record, timeout_s=30)
 
-    def kill(self) -> None:
-        stop(self.record, timeout_s=10, first_signal=signal.SIGKILL)
+    async def kill(self) -> None:
+        await stop(self.record, timeout_s=10, first_signal=signal.SIGKILL)
 
     async def restart(self) -> None:
         self.record = self.node.start(self.java, self.libs)
@@ -94,7 +96,7 @@ async def private_kafka(private_dir: Path) -> AsyncIterator[PrivateKafka]:
         await node.wait_ready(broker.record, timeout_s=120)
         yield broker
     finally:
-        broker.stop()
+        await broker.stop()
 
 
 async def make_pipeline(

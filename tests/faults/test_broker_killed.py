@@ -75,7 +75,7 @@ async def _kill_and_restart(
     broker: PrivateKafka, load: MixedLoad, readiness: Readiness, rng: random.Random, number: int
 ) -> Round:
     killed_s = time.monotonic()
-    broker.kill()
+    await broker.kill()
     await asyncio.sleep(rng.uniform(3.0, 15.0))  # restarted well within 30 s
     await broker.restart()
     back_s = time.monotonic()

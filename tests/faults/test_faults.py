@@ -116,7 +116,7 @@ async def test_postgres_restarted_while_running(
         load.start()
         try:
             await asyncio.sleep(3)
-            private_postgres.kill()
+            await private_postgres.kill()
             await asyncio.sleep(5)  # flushes fail meanwhile and are retried
             await private_postgres.restart()
             await asyncio.sleep(3)
@@ -149,7 +149,7 @@ async def test_kafka_stopped_then_back(
             body = {"key": "outage", "value": 1}
             assert (await client.post("/increment", json=body)).status_code == 202
 
-            private_kafka.stop()
+            await private_kafka.stop()
             # one more aggregator, started while there is no broker: it waits, it does not die
             late = pipeline.start("aggregator", "late")
             answers = []

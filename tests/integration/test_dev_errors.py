@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import stat
 from pathlib import Path
@@ -144,3 +145,24 @@ def test_bad_setting_names_the_variable(run_cli: CliRunner, dev_env: dict[str, s
 
     assert result.returncode == 1
     assert "DISTCOUNT_DEV_POSTGRES_PORT='70000' is not valid" in result.stderr
+
+
+def test_no_maven(run_cli: CliRunner, dev_env: dict[str, str], tmp_path: Path) -> None:
+    java = shutil.which("java")
+    if java is None:
+        pytest.skip("no java: the Java check would refuse first")
+    empty = tmp_path / "empty-path"
+    empty.mkdir()
+    env = dev_env | {
+        "PATH": str(empty),
+        "JAVA_HOME": str(Path(java).resolve().parent.parent),
+        # no jars cached there: Maven would be needed
+        "DISTCOUNT_DEV_CACHE_DIR": str(tmp_path / "cache"),
+    }
+
+    result = run_cli("dev", "up", env=env)
+
+    assert result.returncode == 1
+    assert "no mvn was found on PATH" in result.stderr
+    assert "apt-get install maven" in result.stderr
+    _nothing_started(dev_env)

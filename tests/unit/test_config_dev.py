@@ -26,6 +26,8 @@ def test_dev_defaults() -> None:
     assert dev.kafka_version == "4.1.1"
     assert dev.stop_timeout_s == 30.0
     assert dev.java_home is None
+    # no repository of distcount's own: Maven's settings decide, as they do for any project
+    assert dev.maven_repo_url is None
     assert dev.external_kafka is False
     assert dev.external_postgres is False
 

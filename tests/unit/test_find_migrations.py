@@ -1,12 +1,15 @@
-"""Unit tests for distcount_store.find_migrations on temporary folders and the real one."""
+"""Unit tests for distcount_store.find_migrations on temporary folders, the repository's one and
+the one shipped inside the package."""
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 import pytest
 
-from distcount_store import MigrationError, find_migrations
+from distcount_config import load
+from distcount_store import MigrationError, _migrate, find_migrations, shipped_migrations
 
 REPO_MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -121,3 +124,35 @@ def test_real_migrations_folder_parses() -> None:
     assert versions == sorted(versions)
     assert len(set(versions)) == len(versions)
     assert all(m.sql.strip() for m in migrations)
+
+
+# --- the migrations shipped inside distcount-store --------------------------------------------
+
+
+def test_the_shipped_migrations_are_the_repository_folder() -> None:
+    shipped = find_migrations()  # no folder: those installed with the package
+    assert shipped == find_migrations(REPO_MIGRATIONS)
+    assert [m.version for m in shipped][:3] == ["0001", "0002", "0003"]
+
+
+def test_the_shipped_migrations_are_package_data() -> None:
+    folder = shipped_migrations()
+    # found through the package, wherever it is installed, not by walking up from a file
+    assert folder == resources.files("distcount_store") / "migrations"
+    assert sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".sql")) == (
+        sorted(path.name for path in REPO_MIGRATIONS.glob("*.sql"))
+    )
+
+
+def test_the_services_default_to_the_shipped_migrations() -> None:
+    assert load({}).migrations_dir is None
+    folder = load({"DISTCOUNT_MIGRATIONS_DIR": str(REPO_MIGRATIONS)}).migrations_dir
+    assert folder == REPO_MIGRATIONS
+
+
+def test_missing_shipped_migrations_say_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    gone = Path("/nonexistent/distcount_store/migrations")
+    monkeypatch.setattr(_migrate, "shipped_migrations", lambda: gone)
+    with pytest.raises(MigrationError, match="reinstall distcount-store") as info:
+        find_migrations()
+    assert "DISTCOUNT_MIGRATIONS_DIR" in str(info.value)

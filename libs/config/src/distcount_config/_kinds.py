@@ -132,6 +132,24 @@ class ChoiceOrNone(Kind[str | None]):
 
 
 @dataclass(frozen=True)
+class OrUnset(Kind[T | None]):
+    """A value of `inner`'s kind, or none at all (None): left unset, the choice is someone
+    else's (a package's own files, a tool's own settings)."""
+
+    inner: Kind[T]
+
+    @property
+    def accepts(self) -> str:
+        return self.inner.accepts
+
+    def parse(self, raw: str) -> T | None:
+        return self.inner.parse(raw) if raw else None
+
+    def show(self, value: T | None) -> str:
+        return "" if value is None else self.inner.show(value)
+
+
+@dataclass(frozen=True)
 class Host(Kind[str]):
     @property
     def accepts(self) -> str:

@@ -44,7 +44,7 @@ class Settings:
     max_body_bytes: int
     log_level: str
     log_format: str  # text or json
-    migrations_dir: Path
+    migrations_dir: Path | None  # None: those shipped with distcount-store
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class DevSettings:
     state_dir: Path
     cache_dir: Path
     kafka_version: str
-    maven_repo_url: str
+    maven_repo_url: str | None  # None: the repositories of Maven's own settings
     kafka_port: int
     kafka_controller_port: int
     postgres_port: int

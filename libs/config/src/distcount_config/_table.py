@@ -20,6 +20,7 @@ from distcount_config._kinds import (
     Host,
     Integer,
     Name,
+    OrUnset,
     RepositoryUrl,
     Seconds,
     Tags,
@@ -287,9 +288,10 @@ LOG_FORMAT: Final = Setting(
 )
 MIGRATIONS_DIR: Final = Setting(
     "MIGRATIONS_DIR",
-    Folder("a folder of NNNN_name.sql files"),
-    Derived(lambda v: _in_checkout("migrations"), "`migrations/` of the checkout"),
-    "the SQL migrations",
+    OrUnset(Folder("a folder of NNNN_name.sql files")),
+    None,
+    "the SQL migrations `distcount migrate` applies; unset, those shipped inside the "
+    "distcount-store package (the repository's `migrations/`)",
     SERVICES,
     "migrations_dir",
 )
@@ -322,9 +324,10 @@ DEV_KAFKA_VERSION: Final = Setting(
 )
 DEV_MAVEN_REPO: Final = Setting(
     "DEV_MAVEN_REPO",
-    RepositoryUrl(),
-    "https://repo.maven.apache.org/maven2",
-    "where the jars come from",
+    OrUnset(RepositoryUrl()),
+    None,
+    "a Maven repository to fetch the broker's jars from instead of the ones Maven's own "
+    "settings name (`~/.m2/settings.xml`, else its default)",
     DEV,
     "maven_repo_url",
 )

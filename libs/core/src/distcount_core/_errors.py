@@ -7,6 +7,7 @@ DistcountError                 (distcount_core)
  ├── InvalidRecord             a Kafka record that breaks the record contract (distcount_codec)
  ├── StoreError                PostgreSQL (distcount_store); `retriable` says if a retry can help
  ├── DevStackError             the local stack (distcount_devstack)
+ ├── DevStackMissing           `distcount dev` without the dev extra installed (distcount_cli)
  ├── IngressError              an answer the ingress gives (distcount_ingress)
  └── AggregatorError           the aggregator cannot go on (distcount_aggregator)
 

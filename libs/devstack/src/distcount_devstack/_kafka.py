@@ -12,7 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from distcount_devstack._errors import DevStackError
-from distcount_devstack._process import ProcessRecord, is_alive, spawn, tail
+from distcount_devstack._process import ProcessRecord, spawn, wait_started
 
 _TOPIC_ALREADY_EXISTS = 36
 
@@ -130,21 +130,15 @@ class KafkaNode:
         )
 
     async def wait_ready(self, record: ProcessRecord, timeout_s: float) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while True:
-            if not is_alive(record):
-                raise DevStackError(
-                    f"the Kafka broker exited during startup; the end of {self.home / 'server.log'}"
-                    f":\n{tail(self.home / 'server.log') or tail(self.log)}"
-                )
-            if await answers(self.bootstrap, timeout_s=2.0):
-                return
-            if asyncio.get_running_loop().time() > deadline:
-                raise DevStackError(
-                    f"the Kafka broker (pid {record.pid}) did not answer on {self.bootstrap} "
-                    f"within {timeout_s:.0f} s; see {self.home / 'server.log'}"
-                )
-            await asyncio.sleep(0.5)
+        await wait_started(
+            "the Kafka broker",
+            record,
+            # the JVM's own complaints, before logging starts, are in the process's output
+            (self.home / "server.log", self.log),
+            ready=lambda: answers(self.bootstrap, timeout_s=2.0),
+            timeout_s=timeout_s,
+            where=f"on {self.bootstrap}",
+        )
 
 
 def _cluster_id() -> str:

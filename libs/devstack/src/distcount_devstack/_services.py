@@ -8,7 +8,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from distcount_devstack._errors import DevStackError
-from distcount_devstack._process import ProcessRecord, is_alive, spawn, tail
+from distcount_devstack._process import (
+    ProcessRecord,
+    is_alive,
+    last_words,
+    spawn,
+    wait_started,
+)
+from distcount_devstack._wait import wait_until
 from distcount_metrics import console_blocks
 
 # the end of a log worth reading for the latest metrics block
@@ -40,26 +47,18 @@ class ServiceNode:
 
     async def wait_alive(self, record: ProcessRecord, settle_s: float) -> None:
         """A service that fails on its settings or connections exits within its first seconds."""
-        await asyncio.sleep(settle_s)
-        if not is_alive(record):
-            raise DevStackError(
-                f"the {self.name} exited during startup; the end of {self.log}:\n{tail(self.log)}"
-            )
+        if await wait_until(lambda: not is_alive(record), settle_s):
+            raise DevStackError(f"the {self.name} exited during startup; {last_words([self.log])}")
 
     async def wait_http(self, record: ProcessRecord, port: int, timeout_s: float) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while not await http_ok("127.0.0.1", port, "/health/live"):
-            if not is_alive(record):
-                raise DevStackError(
-                    f"the {self.name} exited during startup; the end of {self.log}:\n"
-                    f"{tail(self.log)}"
-                )
-            if asyncio.get_running_loop().time() > deadline:
-                raise DevStackError(
-                    f"the {self.name} (pid {record.pid}) did not answer on port {port} within "
-                    f"{timeout_s:.0f} s; see {self.log}"
-                )
-            await asyncio.sleep(0.2)
+        await wait_started(
+            f"the {self.name}",
+            record,
+            [self.log],
+            ready=lambda: http_ok("127.0.0.1", port, "/health/live"),
+            timeout_s=timeout_s,
+            where=f"on port {port}",
+        )
 
 
 async def http_ok(host: str, port: int, path: str, timeout_s: float = 2.0) -> bool:

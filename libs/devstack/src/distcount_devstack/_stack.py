@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from distcount_config import DevSettings, Settings, export_lines
 from distcount_devstack import _kafka, _postgres
 from distcount_devstack._errors import DevStackError
+from distcount_devstack._health import ComponentStatus, always, component_status
 from distcount_devstack._java import checked_java
-from distcount_devstack._maven import KafkaJars
+from distcount_devstack._maven import KafkaJars, find_maven
 from distcount_devstack._process import ProcessRecord, is_alive, port_in_use, stop
 from distcount_devstack._services import ServiceNode, http_ok
 from distcount_devstack._state import StackState, locked
@@ -26,6 +28,7 @@ from distcount_store import (
     Stall,
     StoreError,
     connect,
+    create_database,
     find_migrations,
     migrate,
     read_stalls,
@@ -39,17 +42,6 @@ INGRESS = "ingress"
 AGGREGATOR = "aggregator"
 SERVICES = (INGRESS, AGGREGATOR)
 _LOCAL_HOSTS = ("127.0.0.1", "localhost")
-
-
-@dataclass(frozen=True)
-class ComponentStatus:
-    name: str
-    pid: int | None
-    running: bool
-    healthy: bool
-    endpoint: str
-    origin: str  # "local" (started by `dev up`) or "external"
-    problems: tuple[str, ...] = ()  # what makes it unhealthy, when it can tell
 
 
 class Stack:
@@ -129,6 +121,8 @@ class Stack:
 
             # everything that can fail fast fails before anything is downloaded or started
             java = checked_java(self.dev.java_home) if start_kafka else None
+            if java is not None and not self.jars.cached:
+                find_maven()
             bindir = _postgres.find_bindir() if start_postgres else None
             start_ingress = services and not _alive(state, INGRESS)
             self._check_ports(start_kafka, start_postgres, start_ingress)
@@ -138,30 +132,45 @@ class Stack:
             if java is not None:
                 libs = self.jars.ensure(java, lambda line: self.say(f"kafka: {line}"))
 
-            waits = []
+            starts = []
             if bindir is not None:
-                if not self.postgres.initialised:
-                    self.say(f"postgres: creating a cluster in {self.postgres.data_dir}")
-                    self.postgres.init(bindir)
-                record = self.postgres.start(bindir)
-                state.processes[POSTGRES] = record
-                state.save()
-                self.say(f"postgres: started (pid {record.pid}) from {bindir}")
-                waits.append(self.postgres.wait_ready(record, timeout_s=60))
+                starts.append(self._start_postgres(state, bindir))
             if java is not None and libs is not None:
-                self.kafka.write_config()
-                if not self.kafka.formatted:
-                    self.say(f"kafka: formatting storage in {self.kafka.data_dir}")
-                    self.kafka.format(java, libs)
-                record = self.kafka.start(java, libs)
-                state.processes[KAFKA] = record
-                state.save()
-                self.say(f"kafka: started Apache Kafka {self.dev.kafka_version} (pid {record.pid})")
-                waits.append(self.kafka.wait_ready(record, timeout_s=120))
-            await asyncio.gather(*waits)
+                starts.append(self._start_kafka(state, java, libs))
+            await asyncio.gather(*starts)
             await self._provision()
             if services:
                 await self._start_services(state)
+
+    async def _start_postgres(self, state: StackState, bindir: Path) -> None:
+        if not self.postgres.initialised:
+            self.say(f"postgres: creating a cluster in {self.postgres.data_dir}")
+            self.postgres.init(bindir)
+        try:
+            await self.postgres.start(bindir, timeout_s=60)
+        finally:
+            # recorded even when it was too slow to start: `dev down` stops it
+            record = self.postgres.server()
+            if record is not None:
+                state.processes[POSTGRES] = record
+                state.save()
+        if record is None:
+            raise DevStackError(
+                f"pg_ctl says PostgreSQL started, but no server runs on {self.postgres.data_dir}; "
+                f"see {self.postgres.log}"
+            )
+        self.say(f"postgres: started (pid {record.pid}) from {bindir}")
+
+    async def _start_kafka(self, state: StackState, java: Path, libs: Path) -> None:
+        self.kafka.write_config()
+        if not self.kafka.formatted:
+            self.say(f"kafka: formatting storage in {self.kafka.data_dir}")
+            self.kafka.format(java, libs)
+        record = self.kafka.start(java, libs)
+        state.processes[KAFKA] = record
+        state.save()
+        self.say(f"kafka: started Apache Kafka {self.dev.kafka_version} (pid {record.pid})")
+        await self.kafka.wait_ready(record, timeout_s=120)
 
     async def _start_services(self, state: StackState) -> None:
         env = {
@@ -226,9 +235,7 @@ class Stack:
 
     async def _provision(self) -> None:
         if not self.external_postgres:
-            created = await _postgres.ensure_database(
-                self.postgres.url("postgres"), self.database_name
-            )
+            created = await create_database(self.postgres.url("postgres"), self.database_name)
             if created:
                 self.say(f"postgres: created database {self.database_name}")
             if self.postgres.legacy_roles:
@@ -264,7 +271,7 @@ class Stack:
 
     # -- down -----------------------------------------------------------------------------------
 
-    def down(self, purge: bool = False) -> None:
+    async def down(self, purge: bool = False) -> None:
         folder = self.dev.state_dir
         if not folder.exists():
             self.say("nothing to stop")
@@ -276,17 +283,7 @@ class Stack:
                 if not purge:
                     raise
                 state = StackState(folder)
-            # the services first: the aggregator flushes on SIGTERM, which needs both servers
-            for name in (*SERVICES, KAFKA, POSTGRES):
-                record = state.processes.pop(name, None)
-                if record is None or not is_alive(record):
-                    continue
-                self.say(f"{name}: stopping pid {record.pid}")
-                # PostgreSQL's SIGTERM waits for every client to leave; SIGINT is its fast shutdown
-                first = signal.SIGINT if name == POSTGRES else signal.SIGTERM
-                if stop(record, self.dev.stop_timeout_s, first):
-                    self.say(f"{name}: did not stop within {self.dev.stop_timeout_s:.0f} s; killed")
-                state.save()
+            await self._stop_all(state)
             if purge:
                 state.purge()
                 self.say(f"deleted {folder}")
@@ -294,6 +291,19 @@ class Stack:
                 self.say(
                     f"stopped; data kept in {folder} (`distcount dev down --purge` deletes it)"
                 )
+
+    async def _stop_all(self, state: StackState) -> None:
+        # the services first: the aggregator flushes on SIGTERM, which needs both servers
+        for name in (*SERVICES, KAFKA, POSTGRES):
+            record = state.processes.pop(name, None)
+            if record is None or not is_alive(record):
+                continue
+            self.say(f"{name}: stopping pid {record.pid}")
+            # PostgreSQL's SIGTERM waits for every client to leave; SIGINT is its fast shutdown
+            first = signal.SIGINT if name == POSTGRES else signal.SIGTERM
+            if await stop(record, self.dev.stop_timeout_s, first):
+                self.say(f"{name}: did not stop within {self.dev.stop_timeout_s:.0f} s; killed")
+            state.save()
 
     # -- status ---------------------------------------------------------------------------------
 
@@ -303,21 +313,21 @@ class Stack:
         http_port = self.settings.http_port
         return list(
             await asyncio.gather(
-                self._status(
+                component_status(
                     KAFKA,
                     state.processes.get(KAFKA),
                     self.external_kafka,
                     kafka_url,
                     lambda: _kafka.answers(kafka_url, timeout_s=3),
                 ),
-                self._status(
+                component_status(
                     POSTGRES,
                     state.processes.get(POSTGRES),
                     self.external_postgres,
                     redact(database_url),
                     lambda: _postgres.answers(database_url, timeout_s=3),
                 ),
-                self._status(
+                component_status(
                     INGRESS,
                     state.processes.get(INGRESS),
                     False,
@@ -330,8 +340,8 @@ class Stack:
 
     async def _aggregator_status(self, record: ProcessRecord | None) -> ComponentStatus:
         stalls = await self.stalls()
-        status = await self._status(
-            AGGREGATOR, record, False, f"group {self.settings.group_id}", _true
+        status = await component_status(
+            AGGREGATOR, record, False, f"group {self.settings.group_id}", always
         )
         if not stalls:
             return status
@@ -355,31 +365,7 @@ class Stack:
         finally:
             await conn.close()
 
-    @staticmethod
-    async def _status(
-        name: str,
-        record: ProcessRecord | None,
-        external: bool,
-        endpoint: str,
-        probe: Callable[[], Awaitable[bool]],
-    ) -> ComponentStatus:
-        if external:
-            record = None
-        running = external or (record is not None and is_alive(record))
-        return ComponentStatus(
-            name=name,
-            pid=record.pid if record is not None and running else None,
-            running=running,
-            healthy=running and await probe(),
-            endpoint=endpoint,
-            origin="external" if external else "local",
-        )
-
 
 def _alive(state: StackState, name: str) -> bool:
     record: ProcessRecord | None = state.processes.get(name)
     return record is not None and is_alive(record)
-
-
-async def _true() -> bool:
-    return True

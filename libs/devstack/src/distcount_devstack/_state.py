@@ -12,7 +12,9 @@ from pathlib import Path
 from distcount_devstack._errors import DevStackError
 from distcount_devstack._process import ProcessRecord
 
-_FORMAT = 1
+# 2 records each process's start in seconds after boot; 1, still read, in clock ticks
+_FORMAT = 2
+_READABLE_FORMATS = (1, 2)
 
 
 def _broken(folder: Path, why: str) -> DevStackError:
@@ -37,7 +39,7 @@ class StackState:
             return state
         try:
             data = json.loads(state.file.read_text())
-            if not isinstance(data, dict) or data.get("format") != _FORMAT:
+            if not isinstance(data, dict) or data.get("format") not in _READABLE_FORMATS:
                 raise ValueError(f"unknown format in {state.file.name}")
             processes = data.get("processes", {})
             if not isinstance(processes, dict):

@@ -14,7 +14,14 @@ from distcount_store._counters import (
 from distcount_store._database import Connection, Database, connect, redact
 from distcount_store._errors import DatabaseUnavailable, MigrationError, QueryFailed, StoreError
 from distcount_store._grants import SERVICE_PRIVILEGES, grant_service_privileges, service_role
-from distcount_store._migrate import Migration, applied_migrations, find_migrations, migrate
+from distcount_store._migrate import (
+    Migration,
+    applied_migrations,
+    find_migrations,
+    migrate,
+    shipped_migrations,
+)
+from distcount_store._provision import create_database, create_login_role
 from distcount_store._stalls import (
     PartitionRef,
     SkipRefused,
@@ -41,6 +48,8 @@ __all__ = [
     "Total",
     "applied_migrations",
     "connect",
+    "create_database",
+    "create_login_role",
     "find_migrations",
     "flush_partition",
     "grant_service_privileges",
@@ -52,5 +61,6 @@ __all__ = [
     "record_stall",
     "redact",
     "service_role",
+    "shipped_migrations",
     "skip_stalled",
 ]

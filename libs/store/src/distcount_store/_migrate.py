@@ -1,5 +1,9 @@
 """Applies the plain-SQL files of `migrations/` in order, each once, each in its own transaction.
 
+The files ship inside this package (`distcount_store/migrations` is a link to the repository's
+`migrations/`, which the wheel build follows), so an installed service finds them wherever it
+runs; a folder of one's own may be given instead.
+
 Applied files are recorded in `schema_migrations` with a checksum, so a file edited after it ran
 is reported rather than silently skipped. A session-level advisory lock serialises concurrent
 migrators (several services starting at once): the second one waits, then finds nothing to do.
@@ -13,7 +17,8 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from typing import Final
 
 import asyncpg
@@ -48,13 +53,26 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def find_migrations(directory: Path) -> list[Migration]:
-    """The `.sql` files of `directory`, in order; other files there are ignored."""
+def shipped_migrations() -> Traversable:
+    """The folder of migrations installed with this package."""
+    return files("distcount_store") / "migrations"
+
+
+def find_migrations(directory: Traversable | None = None) -> list[Migration]:
+    """The `.sql` files of `directory` (by default, those shipped with this package), in order;
+    other files there are ignored."""
+    if directory is None:
+        directory = shipped_migrations()
+        if not directory.is_dir():
+            raise MigrationError(
+                f"the migrations shipped with distcount-store are missing ({directory}): "
+                "reinstall distcount-store, or set DISTCOUNT_MIGRATIONS_DIR to a folder of them"
+            )
     if not directory.is_dir():
         raise MigrationError(f"migrations folder {directory} does not exist")
     found: dict[str, Migration] = {}
-    for path in sorted(directory.iterdir()):
-        if path.suffix.lower() != ".sql":
+    for path in sorted(directory.iterdir(), key=lambda entry: entry.name):
+        if not path.name.lower().endswith(".sql") or not path.is_file():
             continue
         match = _NAME_RE.match(path.name)
         if match is None:

@@ -1,4 +1,8 @@
-"""`distcount`, the one console script; it reads the environment once, through distcount_config."""
+"""`distcount`, the one console script; it reads the environment once, through distcount_config.
+
+`distcount dev` needs the local stack (distcount-devstack, the `dev` extra), which a production
+install leaves out: it is imported only when a `dev` command runs.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +13,25 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 from distcount_cli import _client, _logs, _operator
-from distcount_config import Settings, load, load_dev
+from distcount_config import DevSettings, Settings, load, load_dev
 from distcount_core import DistcountError
-from distcount_devstack import Stack
 from distcount_store import find_migrations, migrate, service_role
+
+if TYPE_CHECKING:
+    from distcount_devstack import Stack
 
 EXIT_ERROR = 1
 EXIT_UNHEALTHY = 3
 SERVICES = ("ingress", "aggregator")
+NO_DEV_STACK = (
+    "`distcount dev` runs the local stack, which this install leaves out: install the `dev` "
+    "extra (pip install 'distcount-cli[dev]'), or, in a checkout, the `dev` group (`uv sync`, "
+    "which `uv run` does unless given --no-dev)"
+)
 
 log = logging.getLogger("distcount")
 
@@ -28,9 +41,12 @@ def _parser() -> argparse.ArgumentParser:
         prog="distcount",
         description="Counters at very high write rates: HTTP and Kafka in, PostgreSQL out.",
     )
+    parser.add_argument("--version", action="version", version=f"distcount {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    dev = commands.add_parser("dev", help="the local stack: Kafka, PostgreSQL and the services")
+    dev = commands.add_parser(
+        "dev", help="the local stack: Kafka, PostgreSQL and the services (the `dev` extra)"
+    )
     dev_commands = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
     dev_commands.add_parser("up", help="start whatever is not running yet, then migrate")
     down = dev_commands.add_parser("down", help="stop what `up` started; the data is kept")
@@ -75,6 +91,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class DevStackMissing(DistcountError):
+    """`distcount dev` was asked of an install without the local stack."""
+
+
+def _version() -> str:
+    try:
+        return version("distcount-cli")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(version unknown: distcount-cli is not installed)"
+
+
+def _dev_stack(settings: Settings, dev: DevSettings) -> Stack:
+    """The local stack, or the error that says how to install it."""
+    try:
+        from distcount_devstack import Stack  # noqa: PLC0415
+    except ModuleNotFoundError as exc:
+        if exc.name != "distcount_devstack":
+            raise  # installed, but broken: its own trace says more than a message could
+        raise DevStackMissing(NO_DEV_STACK) from None
+    return Stack(settings, dev, say=_say)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -108,7 +146,7 @@ def _report(settings: Settings | None, problem: str) -> None:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "dev":
-        return _dev(args, Stack(settings, load_dev(), say=_say))
+        return _dev(args, _dev_stack(settings, load_dev()))
     if args.command in SERVICES:
         return _serve(args.command, settings)
     return asyncio.run(_command(args, settings))
@@ -151,7 +189,7 @@ def _dev(args: argparse.Namespace, stack: Stack) -> int:
         print("the stack is up; `distcount dev status --env` prints its endpoints")
         return 0
     if args.dev_command == "down":
-        stack.down(purge=args.purge)
+        asyncio.run(stack.down(purge=args.purge))
         return 0
     if args.dev_command == "metrics":
         return _print_metrics(stack, follow=args.follow)
@@ -211,10 +249,14 @@ async def _migrate(settings: Settings) -> int:
     database_url, migrate_database_url = settings.database_url, settings.migrate_database_url
     dev = load_dev()
     if not dev.external_postgres:
-        # the local stack's database: as its superuser, which is the services' role itself in a
-        # state folder made before the roles were split
-        stack = Stack(settings, dev)
-        database_url, migrate_database_url = stack.database_url, stack.migrate_database_url
+        try:
+            stack = _dev_stack(settings, dev)
+        except DevStackMissing:
+            pass  # no local stack installed: its default URLs are the settings' own
+        else:
+            # the local stack's database: as its superuser, which is the services' role itself
+            # in a state folder made before the roles were split
+            database_url, migrate_database_url = stack.database_url, stack.migrate_database_url
     role = service_role(database_url, migrate_database_url)
     applied = await migrate(
         migrate_database_url, find_migrations(settings.migrations_dir), grant_to=role
