@@ -15,6 +15,7 @@ from decimal import Decimal
 
 import asyncpg
 
+from distcount_codec import INT64_MAX, INT64_MIN
 from distcount_store._errors import mapped
 
 # a connection of its own, or one borrowed from a pool
@@ -60,8 +61,6 @@ ON CONFLICT (key) DO UPDATE SET value = t.value + excluded.value, updated_at = n
 # the same with bigint arrays, for the usual deltas that fit in 64 bits
 _INSERT_EVENTS = _INSERT_EVENTS_WIDE.replace("$3::numeric[]", "$3::bigint[]")
 _UPSERT_TOTALS = _UPSERT_TOTALS_WIDE.replace("$2::numeric[]", "$2::bigint[]")
-_INT64_MIN = -(2**63)
-_INT64_MAX = 2**63 - 1
 _READ_OFFSETS = """
 SELECT partition, next_offset FROM consumer_offsets
 WHERE group_id = $1 AND topic = $2 AND partition = ANY($3::int[])
@@ -146,7 +145,7 @@ async def _write_deltas(conn: Conn, deltas: Mapping[int, Mapping[str, int]]) -> 
 
 
 def _needs_numeric(values: list[int]) -> bool:
-    return bool(values) and (max(values) > _INT64_MAX or min(values) < _INT64_MIN)
+    return bool(values) and (max(values) > INT64_MAX or min(values) < INT64_MIN)
 
 
 async def read_offset(conn: Conn, group_id: str, topic: str, partition: int) -> int | None:

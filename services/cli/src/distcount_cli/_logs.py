@@ -20,8 +20,10 @@ from typing import Final
 import orjson
 
 CONTEXT_FIELDS: Final = ("topic", "partition", "offset", "group", "key", "reason", "error")
-INT64_MIN: Final = -(2**63)
-UINT64_MAX: Final = 2**64 - 1
+# the integers orjson writes (a signed 64-bit low end, an unsigned 64-bit high end); past them a
+# value is written as its text
+ORJSON_INT_MIN: Final = -(2**63)
+ORJSON_INT_MAX: Final = 2**64 - 1
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,7 @@ def _plain(value: object) -> object:
     """`value` as orjson writes it in any case: small numbers as they are, the rest as text."""
     if isinstance(value, float | bool) or value is None:
         return value
-    if isinstance(value, int) and INT64_MIN <= value <= UINT64_MAX:
+    if isinstance(value, int) and ORJSON_INT_MIN <= value <= ORJSON_INT_MAX:
         return value
     return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
 
