@@ -213,3 +213,43 @@ def test_a_remembered_value_is_what_decoding_says() -> None:
             except InvalidRecord as exc:
                 got = str(exc)
             assert got == want, value
+
+
+def test_as_of_is_the_time_of_the_latest_probe_the_folded_offset_reached() -> None:
+    state = PartitionState(0, stored_offset=10)
+    assert state.next_offset == 10
+    state.probe(1_000, 12)  # asked at 1,000 ms: the partition ended at 12
+    assert state.as_of_ms is None  # 10 < 12: not everything acknowledged by then is folded
+    state.probe(1_500, 15)
+    fold(state, [_record(offset, 0, "a", 1) for offset in (10, 11)], 1000, RecordDecoder())
+    state.reach()
+    assert state.as_of_ms == 1_000  # 12 reached, 15 not yet
+    assert state.flush_due
+    fold(state, [_record(offset, 0, "a", 1) for offset in (12, 13, 14)], 1000, RecordDecoder())
+    state.reach()
+    assert state.probes == []
+    assert state.as_of_ms == 1_500
+    state.committed()
+    assert (state.stored_offset, state.as_of_ms, state.flush_due) == (15, None, False)
+
+
+def test_a_caught_up_idle_partition_has_an_as_of_to_store_without_records() -> None:
+    state = PartitionState(3, stored_offset=None)
+    state.position = 0  # an empty partition: nothing stored, nothing to fold
+    state.probe(2_000, 0)
+    assert (state.as_of_ms, state.dirty, state.flush_due, state.next_offset) == (
+        2_000,
+        False,
+        True,
+        0,
+    )
+
+
+def test_a_lagging_partition_keeps_its_newest_probes_only() -> None:
+    state = PartitionState(0, stored_offset=0)
+    for i in range(40):
+        state.probe(i, 100 + i)
+    assert len(state.probes) == 16
+    assert state.probes[-1] == (39, 139)
+    state.reset(5)
+    assert (state.probes, state.as_of_ms) == ([], None)

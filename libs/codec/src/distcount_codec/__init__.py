@@ -12,7 +12,7 @@ from distcount_codec._increment import (
 )
 from distcount_codec._json import parse_json, unique_members
 from distcount_codec._record import RecordDecoder
-from distcount_codec._rules import INT64_MAX, INT64_MIN, MAX_KEY_BYTES
+from distcount_codec._rules import INT64_MAX, INT64_MIN, MAX_KEY_BYTES, key_errors
 from distcount_codec._schema import (
     FORMAT_CHECKS,
     FORMATS,
@@ -41,6 +41,7 @@ __all__ = [
     "decode_record",
     "encode_record",
     "increment_schema",
+    "key_errors",
     "key_schema",
     "parse_json",
     "sum_by_key",

@@ -256,6 +256,24 @@ class Version(Kind[str]):
 
 
 @dataclass(frozen=True)
+class HttpUrl(Kind[str]):
+    @property
+    def accepts(self) -> str:
+        return "an http:// or https:// URL such as http://127.0.0.1:3333"
+
+    def parse(self, raw: str) -> str:
+        parts = urlsplit(raw)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError("the scheme must be http:// or https://")
+        if not parts.hostname:
+            raise ValueError("no host")
+        if parts.query or parts.fragment:
+            raise ValueError("no query or fragment")
+        _ = parts.port  # raises ValueError for a port that is not one
+        return raw.rstrip("/")
+
+
+@dataclass(frozen=True)
 class RepositoryUrl(Kind[str]):
     @property
     def accepts(self) -> str:

@@ -40,6 +40,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         bucket_ms=v.get(t.BUCKET_MS),
         http_host=v.get(t.HTTP_HOST),
         http_port=v.get(t.HTTP_PORT),
+        ingress_url=v.get(t.INGRESS_URL),
         metrics=MetricsSettings(
             reporter=v.get(t.METRICS),
             statsd_host=v.get(t.STATSD_HOST),
@@ -50,6 +51,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         max_live_entries=v.get(t.MAX_LIVE_ENTRIES),
         stall_retry_ms=v.get(t.STALL_RETRY_MS),
+        read_after_timeout_ms=v.get(t.READ_AFTER_TIMEOUT_MS),
         produce_timeout_ms=v.get(t.PRODUCE_TIMEOUT_MS),
         produce_compression=v.get(t.PRODUCE_COMPRESSION),
         max_inflight_sends=v.get(t.MAX_INFLIGHT_SENDS),
@@ -57,6 +59,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         log_level=v.get(t.LOG_LEVEL),
         log_format=v.get(t.LOG_FORMAT),
         migrations_dir=v.get(t.MIGRATIONS_DIR),
+        rollup=v.get(t.ROLLUP),
+        compact_interval_ms=v.get(t.COMPACT_INTERVAL_MS),
     )
     v.check(Scope.SERVICES)
     return settings

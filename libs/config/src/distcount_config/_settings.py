@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distcount_config._rollup import RollupTier
+
 
 @dataclass(frozen=True)
 class MetricsSettings:
@@ -35,9 +37,11 @@ class Settings:
     bucket_ms: int
     http_host: str
     http_port: int
+    ingress_url: str  # where the commands that read find the ingress
     metrics: MetricsSettings
     max_live_entries: int
     stall_retry_ms: int
+    read_after_timeout_ms: int
     produce_timeout_ms: int
     produce_compression: str | None  # a Kafka codec name, or None
     max_inflight_sends: int
@@ -45,6 +49,8 @@ class Settings:
     log_level: str
     log_format: str  # text or json
     migrations_dir: Path | None  # None: those shipped with distcount-store
+    rollup: tuple[RollupTier, ...]  # finest first; empty: no rollup
+    compact_interval_ms: int
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from distcount_config._kinds import (
     Folder,
     Fraction,
     Host,
+    HttpUrl,
     Integer,
     Name,
     OrUnset,
@@ -28,6 +29,7 @@ from distcount_config._kinds import (
     Version,
     port,
 )
+from distcount_config._rollup import Rollup, RollupTier
 from distcount_config._settings import (
     local_database_url,
     local_kafka_bootstrap,
@@ -39,6 +41,8 @@ METRICS_REPORTERS: Final = ("off", "statsd", "dogstatsd", "console")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 LOG_FORMATS: Final = ("text", "json")
 CODECS: Final = ("gzip", "snappy", "lz4", "zstd")  # every codec Kafka defines
+
+DEFAULT_ROLLUP: Final = "1h@1d,1d@30d"
 
 SERVICES, DEV = Scope.SERVICES, Scope.DEV
 
@@ -59,6 +63,18 @@ def _local_bootstrap(v: Values) -> str:
 
 def _local_database_url(v: Values) -> str:
     return local_database_url(v.get(DEV_POSTGRES_PORT))
+
+
+def _rollup(v: Values) -> tuple[RollupTier, ...]:
+    # Services whose bucket width does not divide an hour would otherwise refuse to start over a
+    # setting they never chose: they get no rollup instead (`distcount compact` says so).
+    tiers = Rollup().parse(DEFAULT_ROLLUP)
+    return tiers if all(tier.width_ms % v.get(BUCKET_MS) == 0 for tier in tiers) else ()
+
+
+def _reachable(host: str) -> str:
+    """Where a client reaches a server listening on `host`: every address is also loopback."""
+    return {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
 
 
 def _migrate_database_url(v: Values) -> str:
@@ -176,6 +192,19 @@ HTTP_PORT: Final = Setting(
     "http_port",
     exported=True,
 )
+INGRESS_URL: Final = Setting(
+    "INGRESS_URL",
+    HttpUrl(),
+    Derived(
+        lambda v: f"http://{_reachable(v.get(HTTP_HOST))}:{v.get(HTTP_PORT)}",
+        "`http://<DISTCOUNT_HTTP_HOST>:<DISTCOUNT_HTTP_PORT>`, the ingress these settings run "
+        "(`127.0.0.1` for a host of `0.0.0.0`)",
+    ),
+    "the ingress `distcount get`, `history` and `top` read through (its HTTP API)",
+    SERVICES,
+    "ingress_url",
+    exported=True,
+)
 METRICS: Final = Setting(
     "METRICS",
     Choice(METRICS_REPORTERS),
@@ -237,6 +266,14 @@ STALL_RETRY_MS: Final = Setting(
     SERVICES,
     "stall_retry_ms",
 )
+READ_AFTER_TIMEOUT_MS: Final = Setting(
+    "READ_AFTER_TIMEOUT_MS",
+    Integer(0, 60_000, "milliseconds"),
+    10_000,
+    "how long a read with `after=TOKEN` waits for the write to be flushed before it answers 202",
+    SERVICES,
+    "read_after_timeout_ms",
+)
 PRODUCE_TIMEOUT_MS: Final = Setting(
     "PRODUCE_TIMEOUT_MS",
     Integer(1, 600_000, "milliseconds"),
@@ -294,6 +331,24 @@ MIGRATIONS_DIR: Final = Setting(
     "distcount-store package (the repository's `migrations/`)",
     SERVICES,
     "migrations_dir",
+)
+ROLLUP: Final = Setting(
+    "ROLLUP",
+    Rollup(),
+    Derived(_rollup, f"`{DEFAULT_ROLLUP}` (`none` when `DISTCOUNT_BUCKET_MS` does not divide 1h)"),
+    "how `distcount compact` merges old rows of the event log: those whose bucket is older than "
+    "an age into buckets of its width; totals, and history at steps that are multiples of the "
+    "width, stay the same. See [Retention and rollup](#retention-and-rollup)",
+    SERVICES,
+    "rollup",
+)
+COMPACT_INTERVAL_MS: Final = Setting(
+    "COMPACT_INTERVAL_MS",
+    Integer(1000, 604_800_000, "milliseconds"),
+    3_600_000,
+    "how often `distcount compact --schedule` compacts",
+    SERVICES,
+    "compact_interval_ms",
 )
 
 # -- the local stack's settings (`distcount dev`) --------------------------------------------
@@ -366,6 +421,7 @@ SETTINGS: Final[tuple[Setting[Any], ...]] = (
     BUCKET_MS,
     HTTP_HOST,
     HTTP_PORT,
+    INGRESS_URL,
     METRICS,
     STATSD_HOST,
     STATSD_PORT,
@@ -374,6 +430,7 @@ SETTINGS: Final[tuple[Setting[Any], ...]] = (
     METRICS_TAGS,
     MAX_LIVE_ENTRIES,
     STALL_RETRY_MS,
+    READ_AFTER_TIMEOUT_MS,
     PRODUCE_TIMEOUT_MS,
     PRODUCE_COMPRESSION,
     MAX_INFLIGHT_SENDS,
@@ -381,6 +438,8 @@ SETTINGS: Final[tuple[Setting[Any], ...]] = (
     LOG_LEVEL,
     LOG_FORMAT,
     MIGRATIONS_DIR,
+    ROLLUP,
+    COMPACT_INTERVAL_MS,
     DEV_DIR,
     DEV_CACHE_DIR,
     DEV_KAFKA_VERSION,
@@ -400,6 +459,12 @@ RULES: Final = (
         "DISTCOUNT_MIGRATE_DATABASE_URL is set but DISTCOUNT_DATABASE_URL is not: set both, to "
         "the same database (the migrations grant the user of DISTCOUNT_DATABASE_URL what the "
         "services need)",
+    ),
+    Rule(
+        SERVICES,
+        lambda v: any(tier.width_ms % v.get(BUCKET_MS) for tier in v.get(ROLLUP)),
+        "each width of DISTCOUNT_ROLLUP must be a multiple of DISTCOUNT_BUCKET_MS (the flush "
+        "interval unless set), so that a rolled-up bucket holds whole buckets of the event log",
     ),
     Rule(
         DEV,

@@ -9,7 +9,8 @@ DistcountError                 (distcount_core)
  ├── DevStackError             the local stack (distcount_devstack)
  ├── DevStackMissing           `distcount dev` without the dev extra installed (distcount_cli)
  ├── IngressError              an answer the ingress gives (distcount_ingress)
- └── AggregatorError           the aggregator cannot go on (distcount_aggregator)
+ ├── AggregatorError           the aggregator cannot go on (distcount_aggregator)
+ └── ClientError               what a client of the HTTP API meets (distcount_client)
 
 `retriable` is read by the code that retries: it is True where the same call may succeed later
 unchanged (a server that went away), False where only a change of input or setup helps.

@@ -2,6 +2,16 @@
 that knows the driver: its failures arrive as `StoreError`s, whose `retriable` says whether to
 try again."""
 
+from distcount_store._compact import (
+    CHUNK_ROWS,
+    Merged,
+    Tier,
+    TierDone,
+    TierRange,
+    compaction,
+    compaction_lock,
+    tier_ranges,
+)
 from distcount_store._counters import (
     Fenced,
     PartitionFlush,
@@ -22,6 +32,7 @@ from distcount_store._migrate import (
     shipped_migrations,
 )
 from distcount_store._provision import create_database, create_login_role
+from distcount_store._reads import Flushed, HistoryQuery, prefix_end
 from distcount_store._stalls import (
     PartitionRef,
     SkipRefused,
@@ -32,11 +43,15 @@ from distcount_store._stalls import (
 )
 
 __all__ = [
+    "CHUNK_ROWS",
     "SERVICE_PRIVILEGES",
     "Connection",
     "Database",
     "DatabaseUnavailable",
     "Fenced",
+    "Flushed",
+    "HistoryQuery",
+    "Merged",
     "Migration",
     "MigrationError",
     "PartitionFlush",
@@ -45,8 +60,13 @@ __all__ = [
     "SkipRefused",
     "Stall",
     "StoreError",
+    "Tier",
+    "TierDone",
+    "TierRange",
     "Total",
     "applied_migrations",
+    "compaction",
+    "compaction_lock",
     "connect",
     "create_database",
     "create_login_role",
@@ -54,6 +74,7 @@ __all__ = [
     "flush_partition",
     "grant_service_privileges",
     "migrate",
+    "prefix_end",
     "read_offset",
     "read_offsets",
     "read_stalls",
@@ -63,4 +84,5 @@ __all__ = [
     "service_role",
     "shipped_migrations",
     "skip_stalled",
+    "tier_ranges",
 ]

@@ -37,13 +37,15 @@ WITH passed AS (
 _INSERT_OFFSET = (
     _PASSED_STALL
     + """
-INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ($1, $2, $3, $4)
+INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, as_of)
+VALUES ($1, $2, $3, $4, $5)
 """
 )
 _UPDATE_OFFSET = (
     _PASSED_STALL
     + """
-UPDATE consumer_offsets SET next_offset = $4, updated_at = now()
+UPDATE consumer_offsets
+SET next_offset = $4, as_of = greatest(as_of, $5), updated_at = now()
 WHERE group_id = $1 AND topic = $2 AND partition = $3
 """
 )
@@ -77,6 +79,9 @@ class PartitionFlush:
     expected_offset: int | None  # what this process read (or last wrote); None: no row yet
     next_offset: int
     deltas: Mapping[int, Mapping[str, int]]
+    # a time before which every record of the partition acknowledged to a producer is below
+    # `next_offset` (None: nothing new to say); it never moves back
+    as_of: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -102,9 +107,9 @@ async def _flush(conn: Conn, flush: PartitionFlush, ident: tuple[str, str, int])
                 return Fenced(stored)
             rows = await _write_deltas(conn, flush.deltas) if flush.deltas else 0
             if stored is None:
-                await conn.execute(_INSERT_OFFSET, *ident, flush.next_offset)
+                await conn.execute(_INSERT_OFFSET, *ident, flush.next_offset, flush.as_of)
             else:
-                await conn.execute(_UPDATE_OFFSET, *ident, flush.next_offset)
+                await conn.execute(_UPDATE_OFFSET, *ident, flush.next_offset, flush.as_of)
     except asyncpg.UniqueViolationError:
         # another process inserted the partition's first row between our read and our insert
         return Fenced(await read_offset(conn, flush.group_id, flush.topic, flush.partition))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,9 +23,19 @@ from distcount_store._counters import (
     read_total,
 )
 from distcount_store._errors import mapped
+from distcount_store._reads import (
+    Flushed,
+    HistoryQuery,
+    list_totals,
+    read_flushed,
+    read_history,
+    top_counters,
+)
 from distcount_store._stalls import PartitionRef, Stall, read_stalls, record_stall
 
 T = TypeVar("T")
+
+
 Connection = asyncpg.Connection
 
 
@@ -113,6 +124,27 @@ class Database:
         return await self._bounded(
             "reading the stalled partitions", timeout_s, read_stalls, self._pool, group_id, topic
         )
+
+    async def read_flushed(self, group_id: str, topic: str, timeout_s: float) -> Flushed:
+        doing = f"reading what is flushed of {topic}"
+        return await self._bounded(doing, timeout_s, read_flushed, self._pool, group_id, topic)
+
+    async def read_history(self, query: HistoryQuery, timeout_s: float) -> dict[int, int]:
+        doing = f"reading the history of {query.key!r}"
+        return await self._bounded(doing, timeout_s, read_history, self._pool, query)
+
+    async def list_totals(
+        self, prefix: str, after: str, limit: int, timeout_s: float
+    ) -> list[tuple[str, int]]:
+        return await self._bounded(
+            "listing counters", timeout_s, list_totals, self._pool, prefix, after, limit
+        )
+
+    async def top_counters(
+        self, since: datetime, until: datetime, limit: int, timeout_s: float
+    ) -> list[tuple[str, int]]:
+        doing = "reading the busiest counters"
+        return await self._bounded(doing, timeout_s, top_counters, self._pool, since, until, limit)
 
     async def _select_1(self) -> None:
         await self._pool.fetchval("SELECT 1")

@@ -21,8 +21,8 @@ from distcount_store._errors import MigrationError, QueryFailed, mapped
 # grant on their sequences: PostgreSQL draws identity values for whoever may INSERT; a `serial`
 # column would need USAGE on its sequence.
 SERVICE_PRIVILEGES: Final[Mapping[str, tuple[str, ...]]] = {
-    # the flush appends to the log; nothing in the services reads it back
-    "counter_events": ("INSERT",),
+    # the flush appends to the log; history and top read it; compaction merges old rows
+    "counter_events": ("SELECT", "INSERT", "DELETE"),
     # the flush upserts (ON CONFLICT DO UPDATE reads the old value); GET /counters reads
     "counter_totals": ("SELECT", "INSERT", "UPDATE"),
     # read on assignment; the flush locks the row (FOR UPDATE), inserts or advances it

@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 
 from distcount_aggregator._checkpoint import Checkpointer, FlushPolicy, seek
 from distcount_aggregator._deadletter import DeadLetters
@@ -27,6 +29,7 @@ from distcount_aggregator._fold import PartitionState, fold, unseen
 from distcount_aggregator._stalls import Stalls
 from distcount_codec import RecordDecoder
 from distcount_config import Settings
+from distcount_core import describe
 from distcount_metrics import AggregatorMetrics
 from distcount_store import Database
 
@@ -34,6 +37,12 @@ log = logging.getLogger("distcount.aggregator")
 
 # records folded between two looks at the event loop: heartbeats and flushes must not starve
 MAX_RECORDS_PER_FETCH: Final = 5000
+# how often the broker is asked where the partitions end, for the as_of (a request a time)
+PROBE_INTERVAL_MS: Final = 500
+
+# where partitions end, as the high watermark (see `build_end_probe` in _main.py)
+EndOffsets = Callable[[list[TopicPartition]], Awaitable[dict[TopicPartition, int]]]
+_PROBE_TIMEOUT_S: Final = 2.0
 
 
 class Aggregator:
@@ -44,8 +53,11 @@ class Aggregator:
         database: Database,
         dead_letters: DeadLetters,
         metrics: AggregatorMetrics | None = None,
+        *,
+        end_offsets: EndOffsets,
     ) -> None:
         self._settings = settings
+        self._end_offsets = end_offsets
         self._metrics = metrics or AggregatorMetrics()
         self._consumer = consumer
         self._database = database
@@ -58,6 +70,7 @@ class Aggregator:
         self._fatal: BaseException | None = None
         self._paused = False  # every partition, at the memory bound while flushes fail
         self._generation = 0  # counts assignments
+        self._next_probe_ms = 0
         self._fetcher = GuardedFetch(consumer, MAX_RECORDS_PER_FETCH)
         self._checkpointer = Checkpointer(
             settings.group_id, consumer, database, dead_letters, self._metrics
@@ -129,6 +142,7 @@ class Aggregator:
         for stall in stalled:
             self._stalls.stalled(stall)
         await self._follow_positions()
+        await self._probe_ends()
         await self._stalls.save_and_retry(self._states)
 
     async def _read_again(self, stalled: list[Stalled]) -> None:
@@ -152,6 +166,23 @@ class Aggregator:
                 state.position = position
                 if position > (state.stored_offset or 0):
                     state.folded_until = position
+
+    async def _probe_ends(self) -> None:
+        """Every PROBE_INTERVAL_MS, ask the broker where each assigned partition ends: the
+        as_of the flushes store comes from these answers (see `PartitionState`)."""
+        now_ms = _now_ms()
+        if not self._states or now_ms < self._next_probe_ms:
+            return
+        self._next_probe_ms = now_ms + PROBE_INTERVAL_MS
+        try:
+            async with asyncio.timeout(_PROBE_TIMEOUT_S):
+                ends = await self._end_offsets([self._tp(p) for p in self._states])
+        except (KafkaError, TimeoutError) as exc:  # the as_of waits for the next probe
+            log.debug("cannot ask where the partitions end: %s", describe(exc))
+            return
+        for tp, end in ends.items():
+            if (state := self._states.get(tp.partition)) is not None:
+                state.probe(now_ms, end)
 
     async def _checkpoint(self, policy: FlushPolicy) -> None:
         """Flush when the policy says so; pause fetching at the memory bound while flushes

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -89,7 +90,11 @@ class Checkpointer:
     async def flush(self, states: Iterable[PartitionState], topic: str, reason: str) -> bool:
         """Flush every dirty partition of `states`; whether none failed. A failure no retry can
         mend (PostgreSQL refusing the statement itself) raises `FlushImpossible`."""
-        dirty = [state for state in states if state.dirty]
+        dirty = []
+        for state in states:
+            state.reach()
+            if state.flush_due and state.next_offset is not None:
+                dirty.append(state)
         if not dirty:
             return True
         results = await asyncio.gather(
@@ -104,8 +109,9 @@ class Checkpointer:
             elif isinstance(result, Fenced):
                 await self._fenced(state, topic, result)
             else:
-                assert state.folded_until is not None
-                committed[TopicPartition(topic, state.partition)] = state.folded_until
+                if state.dirty:
+                    assert state.folded_until is not None
+                    committed[TopicPartition(topic, state.partition)] = state.folded_until
                 state.committed()
                 self._dead_letters.forget(state.partition)
         if committed:
@@ -125,15 +131,18 @@ class Checkpointer:
         outcome, rows = "failed", 0
         try:
             await self._dead_letters.settle(state.partition)
-            assert state.folded_until is not None
+            next_offset = state.next_offset
+            assert next_offset is not None
+            as_of = state.as_of_ms
             result = await self._database.flush(
                 PartitionFlush(
                     group_id=self._group,
                     topic=topic,
                     partition=state.partition,
                     expected_offset=state.stored_offset,
-                    next_offset=state.folded_until,
+                    next_offset=next_offset,
                     deltas=state.deltas,
+                    as_of=None if as_of is None else datetime.fromtimestamp(as_of / 1000, UTC),
                 )
             )
             outcome, rows = ("fenced", 0) if isinstance(result, Fenced) else ("committed", result)

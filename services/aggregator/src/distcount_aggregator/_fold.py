@@ -7,6 +7,8 @@ from typing import Any, Final
 
 from distcount_codec import InvalidRecord, RecordDecoder
 
+# probes kept per partition while it lags (one is taken every PROBE_INTERVAL_MS)
+_MAX_PROBES: Final = 16
 # 9999-12-31T23:59:59.999Z; PostgreSQL timestamps end not long after
 MAX_TIMESTAMP_MS: Final = 253_402_300_799_999
 
@@ -27,9 +29,24 @@ class PartitionState:
     `stored_offset` is the offset PostgreSQL holds for the partition (None: no row yet): the flush
     checks it is still there before writing. `position` is the offset of the next record to fold,
     so records at earlier offsets (already counted) are never folded twice.
+
+    `as_of_ms`: a time before which every record the broker acknowledged is folded. It comes from
+    probes: at time t the broker was asked for the partition's end (its high watermark: reading
+    uncommitted, so that a transaction whose commit was acknowledged counts even before its
+    markers are written); whatever it acknowledged before t lies below that end. The folded
+    offset, read committed, reaches that end only once every transaction below it is decided, so
+    then t is an as_of. The flush stores it with the offset.
     """
 
-    __slots__ = ("deltas", "folded_until", "partition", "position", "stored_offset")
+    __slots__ = (
+        "as_of_ms",
+        "deltas",
+        "folded_until",
+        "partition",
+        "position",
+        "probes",
+        "stored_offset",
+    )
 
     def __init__(self, partition: int, stored_offset: int | None) -> None:
         self.partition = partition
@@ -39,6 +56,9 @@ class PartitionState:
         self.folded_until: int | None = None
         # bucket start (ms) -> key -> delta
         self.deltas: dict[int, dict[str, int]] = {}
+        # (time ms, end offset) of the probes not reached yet, oldest first
+        self.probes: list[tuple[int, int]] = []
+        self.as_of_ms: int | None = None  # reached, not stored yet
 
     @property
     def entries(self) -> int:
@@ -48,12 +68,39 @@ class PartitionState:
     def dirty(self) -> bool:
         return self.folded_until is not None
 
+    @property
+    def flush_due(self) -> bool:
+        """Something to store: folded records, or an as_of that moved."""
+        return self.folded_until is not None or self.as_of_ms is not None
+
+    @property
+    def next_offset(self) -> int | None:
+        """The offset a flush stores now (None: nothing to store, not even where it stands)."""
+        if self.folded_until is not None:
+            return self.folded_until
+        return self.stored_offset if self.stored_offset is not None else self.position
+
+    def probe(self, time_ms: int, end_offset: int) -> None:
+        """The broker said, asked at `time_ms`, that the partition ends at `end_offset`."""
+        self.probes.append((time_ms, end_offset))
+        if len(self.probes) > _MAX_PROBES:  # a lagging partition: the newest tell the most
+            del self.probes[0]
+        self.reach()
+
+    def reach(self) -> None:
+        """Take the probes the folded offset has reached as the as_of to store."""
+        folded = self.next_offset
+        if folded is None:
+            return
+        while self.probes and self.probes[0][1] <= folded:
+            self.as_of_ms = self.probes.pop(0)[0]
+
     def committed(self) -> None:
         """The flush of everything folded so far committed: start afresh from there."""
-        assert self.folded_until is not None
-        self.stored_offset = self.folded_until
+        self.stored_offset = self.next_offset
         self.folded_until = None
         self.deltas = {}
+        self.as_of_ms = None
 
     def reset(self, stored_offset: int | None) -> None:
         """Drop what was folded: another process flushed first, so read again from the store."""
@@ -61,6 +108,8 @@ class PartitionState:
         self.position = stored_offset
         self.folded_until = None
         self.deltas = {}
+        self.probes = []
+        self.as_of_ms = None
 
 
 def unseen(state: PartitionState, records: Sequence[Any]) -> Sequence[Any]:

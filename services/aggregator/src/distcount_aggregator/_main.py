@@ -49,6 +49,22 @@ def build_consumer(settings: Settings) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(**consumer_options(settings))
 
 
+def build_end_probe(settings: Settings) -> AIOKafkaConsumer:
+    """A consumer in no group that only asks where partitions end, reading uncommitted: its
+    answer is the high watermark, past every record a producer has had acknowledged. The group's
+    own consumer reads committed and would answer the last stable offset, which stays before a
+    committed transaction until the broker has written its markers, some time after the producer
+    was told the commit succeeded (and the ingress answered 202)."""
+    options = consumer_options(settings)
+    return AIOKafkaConsumer(
+        bootstrap_servers=options["bootstrap_servers"],
+        client_id=f"{options['client_id']}-ends",
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_uncommitted",
+    )
+
+
 async def serve(settings: Settings) -> None:
     """Run one aggregator until SIGTERM or SIGINT; waits for Kafka and PostgreSQL to answer."""
     stopping = asyncio.Event()
@@ -71,7 +87,7 @@ async def serve(settings: Settings) -> None:
         )
         if aggregator is None:
             return
-        resources.push_async_callback(aggregator.consumer.stop)
+        resources.push_async_callback(aggregator.stop)
         await _run(settings, aggregator.aggregator, metrics, stopping)
 
 
@@ -116,9 +132,16 @@ async def _started_producer(settings: Settings) -> AIOKafkaProducer:
 
 
 class _Subscribed:
-    def __init__(self, consumer: AIOKafkaConsumer, aggregator: Aggregator) -> None:
+    def __init__(
+        self, consumer: AIOKafkaConsumer, ends: AIOKafkaConsumer, aggregator: Aggregator
+    ) -> None:
         self.consumer = consumer
+        self.ends = ends
         self.aggregator = aggregator
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+        await self.ends.stop()
 
 
 async def _subscribed(
@@ -127,16 +150,25 @@ async def _subscribed(
     producer: AIOKafkaProducer,
     metrics: AggregatorMetrics,
 ) -> _Subscribed:
+    ends = build_end_probe(settings)
+    try:
+        await ends.start()
+    except BaseException:
+        await ends.stop()
+        raise
     consumer = build_consumer(settings)
     dead_letters = DeadLetters(producer, settings.dlq_topic)
-    aggregator = Aggregator(settings, consumer, database, dead_letters, metrics)
+    aggregator = Aggregator(
+        settings, consumer, database, dead_letters, metrics, end_offsets=ends.end_offsets
+    )
     consumer.subscribe([settings.topic], listener=aggregator.listener)
     try:
         await consumer.start()
     except BaseException:
         await consumer.stop()
+        await ends.stop()
         raise
-    return _Subscribed(consumer, aggregator)
+    return _Subscribed(consumer, ends, aggregator)
 
 
 async def _when_up(
