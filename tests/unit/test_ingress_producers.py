@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -60,6 +61,14 @@ class FakeCluster:
         return {TOPIC}
 
 
+@dataclass(frozen=True)
+class RecordMetadata:
+    """What aiokafka resolves a sent record's future to, as far as the publisher reads it."""
+
+    partition: int
+    offset: int
+
+
 class FakeClient:
     def __init__(self) -> None:
         self.closed = False
@@ -96,6 +105,7 @@ class FakeProducer:
 
     def __init__(self, *, hang_in: str | None = None) -> None:
         self.hang_in = hang_in
+        self.offset = -1
         self.client = FakeClient()
         self._sender = FakeSender()
         self._message_accumulator = FakeAccumulator()
@@ -115,9 +125,10 @@ class FakeProducer:
         if self.hang_in == "begin":
             await asyncio.Event().wait()
 
-    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        future.set_result(None)
+    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[RecordMetadata]:
+        future: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
+        self.offset += 1
+        future.set_result(RecordMetadata(partition=0, offset=self.offset))
         return future
 
     async def commit_transaction(self) -> None:

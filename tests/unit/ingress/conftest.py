@@ -14,7 +14,10 @@ from tests.unit.ingress.fakes import MAX_BODY_BYTES, FakeCounters, FakePublisher
 
 @pytest.fixture
 def settings() -> Settings:
-    return load({"DISTCOUNT_MAX_BODY_BYTES": str(MAX_BODY_BYTES)})
+    # reads with after=TOKEN give up quickly: the fakes never flush on their own
+    return load(
+        {"DISTCOUNT_MAX_BODY_BYTES": str(MAX_BODY_BYTES), "DISTCOUNT_READ_AFTER_TIMEOUT_MS": "300"}
+    )
 
 
 @pytest.fixture

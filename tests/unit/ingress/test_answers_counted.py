@@ -95,15 +95,9 @@ async def test_a_query_postgresql_refuses_is_a_500_not_a_503(
 async def test_a_handler_that_fails_is_counted_as_500(
     settings: Settings, publisher: FakePublisher
 ) -> None:
-    class Broken:
+    class Broken(FakeCounters):
         async def read(self, key: str) -> int | None:
             raise RuntimeError("a bug")
-
-        async def check(self, timeout_s: float) -> None:
-            pass
-
-        async def stalls(self, timeout_s: float) -> list[str]:
-            return []
 
     metrics = ingress_metrics(_MetricsOptions())
     app = create_app(settings, publisher, Broken(), metrics=metrics)

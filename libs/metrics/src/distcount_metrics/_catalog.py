@@ -39,8 +39,8 @@ REQUESTS: Final = Metric(
     Kind.COUNTER,
     ("route", "status"),
     "requests",
-    "HTTP requests answered; route: increment, increments, counter, live, ready, openapi, or "
-    "unmatched (404 and 405 from the router)",
+    "HTTP requests answered; route: increment, increments, counter, history, listing, top, "
+    "writes, page, live, ready, openapi, or unmatched (404 and 405 from the router)",
 )
 REQUEST_DURATION: Final = Metric(
     "ingress.request.duration",

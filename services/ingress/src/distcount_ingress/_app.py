@@ -28,19 +28,22 @@ from distcount_codec import (
     validate_increment,
 )
 from distcount_config import Settings
+from distcount_ingress import _tokens
 from distcount_ingress._errors import Unavailable
+from distcount_ingress._flushed import FlushWatcher
 from distcount_ingress._http import (
     JSONResponse,
     Rejected,
-    counter_body,
     error_response,
     json_response,
     read_json,
     unavailable_response,
 )
 from distcount_ingress._openapi import openapi_document
+from distcount_ingress._page import page
+from distcount_ingress._reading import READ_TIMEOUT_S, Reader, ReadRoutes
 from distcount_metrics import IngressMetrics
-from distcount_store import StoreError
+from distcount_store import Flushed
 
 MAX_BATCH_ITEMS: Final = 10_000
 HEALTH_TIMEOUT_S: Final = 2.0
@@ -66,17 +69,27 @@ register_url_convertor("distcount_any_text", _AnyText())
 class Publisher(Protocol):
     """Where increments go: see `KafkaPublisher`; every method raises `Unavailable` on failure."""
 
-    async def publish(self, key: bytes, value: bytes) -> None: ...
+    async def publish(self, key: bytes, value: bytes) -> tuple[int, int]:
+        """(partition, offset) of the record, once acknowledged."""
+        ...
 
-    async def publish_batch(self, records: Sequence[tuple[bytes, bytes]]) -> None: ...
+    async def publish_batch(self, records: Sequence[tuple[bytes, bytes]]) -> dict[int, int]:
+        """partition -> the highest offset written there, once committed."""
+        ...
+
+    async def partition_count(self) -> int | None:
+        """How many partitions the topic has (None while Kafka cannot say)."""
+        ...
 
     async def check(self, timeout_s: float) -> None: ...
 
 
-class CounterReader(Protocol):
+class CounterReader(Reader, Protocol):
     """Where totals come from: see `PostgresTotals`; raises `StoreError` on failure."""
 
-    async def read(self, key: str) -> int | None: ...
+    async def flushed(self, timeout_s: float) -> Flushed:
+        """What the aggregators have flushed, per partition."""
+        ...
 
     async def check(self, timeout_s: float) -> None: ...
 
@@ -96,12 +109,20 @@ def create_app(
     """The ingress app; `counters` is usually a `PostgresTotals` over the store's Database."""
     metrics = metrics or IngressMetrics()
     handlers = _Handlers(settings, publisher, counters, metrics)
+    watcher = FlushWatcher(lambda: counters.flushed(READ_TIMEOUT_S), publisher.partition_count)
+    reads = ReadRoutes(settings, counters, watcher, metrics, handlers.answered)
     routes = [
+        Route("/", handlers.page, methods=["GET"]),
         Route("/increment", handlers.increment, methods=["POST"]),
         Route("/increments", handlers.increments, methods=["POST"]),
+        Route("/counters", reads.listing, methods=["GET"]),
+        # before the counter's own route: a counter named "top" is read through the listing
+        Route("/counters/top", reads.top, methods=["GET"]),
+        Route("/counters/{key:distcount_any_text}/history", reads.history, methods=["GET"]),
         # any text: a key may hold "/" (sent as %2F, which the server decodes before routing),
         # and control characters, which the handler refuses as a write would
-        Route("/counters/{key:distcount_any_text}", handlers.counter, methods=["GET"]),
+        Route("/counters/{key:distcount_any_text}", reads.counter, methods=["GET"]),
+        Route("/writes/{token}", reads.writes, methods=["GET"]),
         Route("/health/live", handlers.live, methods=["GET"]),
         Route("/health/ready", handlers.ready, methods=["GET"]),
         Route("/openapi.json", handlers.openapi, methods=["GET"]),
@@ -145,7 +166,7 @@ class _Handlers:
         self._metrics = metrics
         self._openapi = orjson.dumps(openapi_document(settings, MAX_BATCH_ITEMS))
 
-    def _answered(self, route: str, response: Response, started: float | None) -> Response:
+    def answered(self, route: str, response: Response, started: float | None) -> Response:
         duration_s = None if started is None else time.perf_counter() - started
         self._metrics.on_request(route, response.status_code, duration_s)
         return response
@@ -155,66 +176,55 @@ class _Handlers:
         try:
             increment = validate_increment(await read_json(request, self._max_body_bytes))
         except Rejected as exc:
-            return self._answered("increment", exc.response(), started)
+            return self.answered("increment", exc.response(), started)
         except InvalidIncrement as exc:
-            return self._answered("increment", error_response(422, exc.errors), started)
+            return self.answered("increment", error_response(422, exc.errors), started)
         key, value = encode_record(increment)
         sending = None if started is None else time.perf_counter()
         try:
-            await self._publisher.publish(key, value)
+            partition, offset = await self._publisher.publish(key, value)
         except Unavailable as exc:
             self._metrics.on_unavailable(exc.cause)
             answer = unavailable_response("kafka", str(exc), exc.retry_after_s)
-            return self._answered("increment", answer, started)
+            return self.answered("increment", answer, started)
         if sending is not None:
             self._metrics.on_produced("single", time.perf_counter() - sending)
-        # the record's value is the increment's JSON already
-        return self._answered("increment", JSONResponse(b'{"data":' + value + b"}", 202), started)
+        # the record's value is the increment's JSON already: the token joins it
+        token = _tokens.encode({partition: offset}).encode()
+        body = b'{"data":' + value[:-1] + b',"token":"' + token + b'"}}'
+        return self.answered("increment", JSONResponse(body, 202), started)
 
     async def increments(self, request: Request) -> Response:
         started = self._metrics.start_timer()
         try:
             batch = validate_batch(await read_json(request, self._max_body_bytes), MAX_BATCH_ITEMS)
         except Rejected as exc:
-            return self._answered("increments", exc.response(), started)
+            return self.answered("increments", exc.response(), started)
         except InvalidIncrement as exc:
-            return self._answered("increments", error_response(422, exc.errors), started)
+            return self.answered("increments", error_response(422, exc.errors), started)
         records = [encode_record(increment) for increment in sum_by_key(batch)]
         sending = None if started is None else time.perf_counter()
         try:
-            await self._publisher.publish_batch(records)
+            written = await self._publisher.publish_batch(records)
         except Unavailable as exc:
             self._metrics.on_unavailable(exc.cause)
             answer = unavailable_response("kafka", str(exc), exc.retry_after_s)
-            return self._answered("increments", answer, started)
+            return self.answered("increments", answer, started)
         if sending is not None:
             self._metrics.on_produced("batch", time.perf_counter() - sending)
         sent = b",".join(value for _, value in records)
-        answer = JSONResponse(b'{"data":{"increments":[' + sent + b"]}}", 202)
-        return self._answered("increments", answer, started)
+        token = _tokens.encode(written).encode()
+        body = b'{"data":{"increments":[' + sent + b'],"token":"' + token + b'"}}'
+        answer = JSONResponse(body, 202)
+        return self.answered("increments", answer, started)
 
-    async def counter(self, request: Request) -> Response:
+    async def page(self, request: Request) -> Response:
         started = self._metrics.start_timer()
-        return self._answered("counter", await self._read_counter(request), started)
-
-    async def _read_counter(self, request: Request) -> Response:
-        key: str = request.path_params["key"]
-        if errors := _key_errors(key):
-            return error_response(422, {"key": errors})
-        try:
-            value = await self._counters.read(key)
-        except StoreError as exc:
-            if not exc.retriable:
-                raise  # PostgreSQL refused the query itself: a fault of the setup, a 500
-            self._metrics.on_unavailable("postgres")
-            return unavailable_response("postgres", str(exc))
-        if value is None:
-            return error_response(404, {"key": ["not found"]})
-        return JSONResponse(counter_body(key, value), 200)
+        return self.answered("page", await page(request), started)
 
     async def live(self, request: Request) -> Response:
         started = self._metrics.start_timer()
-        return self._answered("live", json_response(200, {"status": "ok"}), started)
+        return self.answered("live", json_response(200, {"status": "ok"}), started)
 
     async def ready(self, request: Request) -> Response:
         started = self._metrics.start_timer()
@@ -228,7 +238,7 @@ class _Handlers:
             answer = json_response(200, {"status": "ok", "checks": checks})
         else:
             answer = json_response(503, {"status": "unavailable", "checks": checks})
-        return self._answered("ready", answer, started)
+        return self.answered("ready", answer, started)
 
     async def _counting(self) -> str:
         """Whether the aggregators count every partition: a stalled one would leave what this
@@ -241,16 +251,7 @@ class _Handlers:
 
     async def openapi(self, request: Request) -> Response:
         started = self._metrics.start_timer()
-        return self._answered("openapi", JSONResponse(self._openapi, 200), started)
-
-
-def _key_errors(key: str) -> list[str]:
-    # the codec's key rule, checked with a value that always passes
-    try:
-        validate_increment({"key": key, "value": 1})
-    except InvalidIncrement as exc:
-        return exc.errors.get("key", [])
-    return []
+        return self.answered("openapi", JSONResponse(self._openapi, 200), started)
 
 
 async def _probe(check: Awaitable[None]) -> str:

@@ -10,7 +10,8 @@ its open batch at the end of the current loop iteration; otherwise the batch kee
 the one on its way is acknowledged. Light load gets the latency of one round trip, heavy load
 gets batches as large as a round trip's worth of requests.
 
-A batch's outcome is None once the broker acknowledged it, or the reason it was not. At the
+A batch's outcome is its base offset once the broker acknowledged it (a record's own offset is
+the base plus its index in the batch), or the reason it was not, as a string. At the
 deadline a batch not yet handed to the producer is dropped, so its records are never written;
 one already handed over cannot be withdrawn, and may still be written after its 503.
 """
@@ -32,7 +33,7 @@ _MAX_CACHED_KEYS = 100_000
 # murmur2 of the key, as the Java client does: a key lands where any other producer puts it
 _partitioner = DefaultPartitioner()
 
-Outcome = asyncio.Future[str | None]
+Outcome = asyncio.Future[str | int]
 OnError = Callable[[Producer, KafkaError], None]
 
 
@@ -67,11 +68,16 @@ class Batcher:
     def knows_partitions(self) -> bool:
         return bool(self._partitions)
 
+    @property
+    def partition_count(self) -> int:
+        return len(self._partitions)
+
     async def learn_partitions(self, producer: Producer) -> None:
         """Wait for the topic's metadata (once; later changes are picked up as batches go)."""
         self._set_partitions(await producer.partitions_for(self._topic))
 
-    def add(self, producer: Producer, key: bytes, value: bytes) -> Outcome:
+    def add(self, producer: Producer, key: bytes, value: bytes) -> tuple[Outcome, int, int]:
+        """The outcome the record shares with its batch, its partition, and its index there."""
         partition = self._partition_of.get(key)
         if partition is None:
             partition = _partitioner(key, self._partitions, self._partitions)
@@ -81,12 +87,14 @@ class Batcher:
         batch = self._open.get(partition)
         if batch is None or batch.producer is not producer:
             batch = self._open_batch(producer, partition)
+        index = batch.builder.record_count()
         if batch.builder.append(timestamp=None, key=key, value=value) is None:
             self._send(batch)  # full
             batch = self._open_batch(producer, partition)
+            index = 0
             if batch.builder.append(timestamp=None, key=key, value=value) is None:
                 raise ValueError("a record larger than a whole batch")  # keys are <= 256 bytes
-        return batch.outcome
+        return batch.outcome, partition, index
 
     def _open_batch(self, producer: Producer, partition: int) -> _Batch:
         loop = asyncio.get_running_loop()
@@ -121,7 +129,7 @@ class Batcher:
                 batch.builder, self._topic, partition=batch.partition
             )
             batch.handed_over = True
-            await delivery
+            metadata = await delivery
         except KafkaError as exc:
             self._on_error(batch.producer, exc)
             _settle(batch.outcome, f"Kafka did not take the record: {describe(exc)}")
@@ -131,7 +139,7 @@ class Batcher:
             _settle(batch.outcome, self._expired)
             raise
         else:
-            _settle(batch.outcome, None)
+            _settle(batch.outcome, metadata.offset)
 
     def _finished(self, batch: _Batch, task: asyncio.Task[None]) -> None:
         self._deliveries.discard(task)
@@ -178,6 +186,6 @@ class Batcher:
         await asyncio.gather(*self._deliveries, return_exceptions=True)
 
 
-def _settle(outcome: Outcome, error: str | None) -> None:
+def _settle(outcome: Outcome, result: str | int) -> None:
     if not outcome.done():
-        outcome.set_result(error)
+        outcome.set_result(result)

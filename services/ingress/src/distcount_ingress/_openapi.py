@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from distcount_codec import FORMATS, batch_schema, increment_schema, key_schema
+from distcount_codec import FORMATS, batch_schema, increment_schema
 from distcount_config import Settings
+from distcount_ingress._openapi_reads import TOKEN_SCHEMA, read_paths, read_schemas
 
 # plain JSON Schema 2020-12: the document uses none of the OpenAPI dialect's own keywords
 DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
@@ -98,21 +99,6 @@ def openapi_document(settings: Settings, max_batch_items: int) -> dict[str, Any]
                     },
                 }
             },
-            "/counters/{key}": {
-                "get": {
-                    "operationId": "getCounter",
-                    "summary": "A counter's total",
-                    "parameters": [
-                        {"name": "key", "in": "path", "required": True, "schema": key_schema()}
-                    ],
-                    "responses": {
-                        "200": _json(_ref("Counter"), "the total"),
-                        "404": _errors("the key was never counted"),
-                        "422": _errors("the key breaks the input rules"),
-                        "503": _UNAVAILABLE,
-                    },
-                }
-            },
             "/health/live": {
                 "get": {
                     "operationId": "live",
@@ -130,6 +116,7 @@ def openapi_document(settings: Settings, max_batch_items: int) -> dict[str, Any]
                     },
                 }
             },
+            **read_paths(_UNAVAILABLE, settings.read_after_timeout_ms),
             "/openapi.json": {
                 "get": {
                     "operationId": "openapi",
@@ -150,21 +137,20 @@ def _schemas(max_batch_items: int) -> dict[str, Any]:
     return {
         "Increment": increment_schema(),
         "IncrementBatch": batch_schema(max_batch_items, _ref("Increment")),
-        "IncrementAccepted": _object({"data": _ref("Increment")}),
-        "BatchAccepted": _object(
-            {"data": _object({"increments": {"type": "array", "items": _ref("Increment")}})}
+        "IncrementAccepted": _object(
+            {"data": _object({**increment_schema()["properties"], "token": TOKEN_SCHEMA})}
         ),
-        "Counter": _object(
+        "BatchAccepted": _object(
             {
                 "data": _object(
                     {
-                        "key": key_schema(),
-                        # a total is not bounded to 64 bits: it is written as an exact JSON integer
-                        "value": {"type": "integer"},
+                        "increments": {"type": "array", "items": _ref("Increment")},
+                        "token": TOKEN_SCHEMA,
                     }
                 )
             }
         ),
+        **read_schemas(),
         "Errors": _object(
             {
                 "errors": {
@@ -182,6 +168,11 @@ def _schemas(max_batch_items: int) -> dict[str, Any]:
                     {
                         "kafka": {"type": "string", "description": '"ok" or "error: ..."'},
                         "postgres": {"type": "string", "description": '"ok" or "error: ..."'},
+                        "counting": {
+                            "type": "string",
+                            "description": '"ok", "stopped: ..." (a stalled partition), or '
+                            '"unknown: ..."',
+                        },
                     }
                 ),
             }

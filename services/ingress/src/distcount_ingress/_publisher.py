@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerClosed
 
@@ -67,7 +68,7 @@ class KafkaPublisher:
         )
         # one producer runs one transaction at a time
         self._transaction_lock = asyncio.Lock()
-        self._transactions: set[asyncio.Task[None]] = set()
+        self._transactions: set[asyncio.Task[dict[int, int]]] = set()
         # when the running transaction began (loop time): every wait in it is bounded, so one
         # that lasts longer than all of them together is wedged, and readiness says so
         self._transaction_began: float | None = None
@@ -91,8 +92,9 @@ class KafkaPublisher:
         )
         return single and transactional
 
-    async def publish(self, key: bytes, value: bytes) -> None:
-        """Return once the broker has acknowledged the record; else raise `Unavailable`."""
+    async def publish(self, key: bytes, value: bytes) -> tuple[int, int]:
+        """The record's (partition, offset) once the broker has acknowledged it; else raise
+        `Unavailable`."""
         producer = self._connected(self._single, _NOT_CONNECTED)
         if self._inflight >= self._max_inflight:
             raise Overloaded(f"{self._inflight} requests already await Kafka's acknowledgement")
@@ -101,11 +103,26 @@ class KafkaPublisher:
             if not self._batcher.knows_partitions:
                 await self._learn_partitions(producer)
             # shielded: a cancelled request must not cancel the outcome its batch shares
-            error = await asyncio.shield(self._batcher.add(producer, key, value))
+            outcome, partition, index = self._batcher.add(producer, key, value)
+            result = await asyncio.shield(outcome)
         finally:
             self._inflight -= 1
-        if error is not None:
-            raise KafkaUnavailable(error)
+        if isinstance(result, str):
+            raise KafkaUnavailable(result)
+        return partition, result + index
+
+    async def partition_count(self) -> int | None:
+        """How many partitions the topic has, as the producers learnt it (None while Kafka
+        cannot say): the as_of of a read needs every partition's."""
+        if not self._batcher.knows_partitions:
+            producer = self._single.producer
+            if producer is None:
+                return None
+            try:
+                await self._learn_partitions(producer)
+            except KafkaUnavailable:
+                return None
+        return self._batcher.partition_count
 
     async def _learn_partitions(self, producer: Producer) -> None:
         try:
@@ -120,10 +137,11 @@ class KafkaPublisher:
                 f"no metadata for the topic {self._topic!r}: {describe(exc)}"
             ) from None
 
-    async def publish_batch(self, records: Sequence[Record]) -> None:
-        """Return once one transaction holding all `records` is committed; else `Unavailable`."""
+    async def publish_batch(self, records: Sequence[Record]) -> dict[int, int]:
+        """Once one transaction holding all `records` is committed, the highest offset it wrote
+        in each partition; else raise `Unavailable`."""
         if not records:
-            return
+            return {}
         self._connected(self._transactional, _NO_TRANSACTIONS)
         if self._inflight >= self._max_inflight:
             raise Overloaded(f"{self._inflight} requests already await Kafka's acknowledgement")
@@ -163,33 +181,41 @@ class KafkaPublisher:
                 )
             if error is not None:
                 raise KafkaUnavailable(f"Kafka did not take the batch: {describe(error)}")
+            return task.result()
         finally:
             self._inflight -= 1
 
     async def _transact(
         self, producer: Producer, records: Sequence[Record], deadline: float
-    ) -> None:
+    ) -> dict[int, int]:
         self._transaction_began = asyncio.get_running_loop().time()
         try:
-            await self._send(producer, records, deadline)
+            written = await self._send(producer, records, deadline)
             await self._commit(producer)
+            return written
         finally:
             self._transaction_began = None
             self._transaction_lock.release()
 
-    async def _send(self, producer: Producer, records: Sequence[Record], deadline: float) -> None:
-        acknowledgements: list[asyncio.Future[object]] = []
+    async def _send(
+        self, producer: Producer, records: Sequence[Record], deadline: float
+    ) -> dict[int, int]:
+        acknowledgements: list[asyncio.Future[Any]] = []
         try:
             async with asyncio.timeout_at(deadline):
                 # it waits for the producer id, which a producer that lost it may never get
                 await producer.begin_transaction()
                 for key, value in records:
                     acknowledgements.append(await producer.send(self._topic, value, key=key))
-                await asyncio.gather(*acknowledgements)
+                metadata = await asyncio.gather(*acknowledgements)
         except BaseException:
             _discard(acknowledgements)
             await self._abort(producer)
             raise
+        written: dict[int, int] = {}
+        for record in metadata:
+            written[record.partition] = max(record.offset, written.get(record.partition, -1))
+        return written
 
     async def _commit(self, producer: Producer) -> None:
         # past this point the transaction is the broker's to finish; a commit that ends after
@@ -207,7 +233,7 @@ class KafkaPublisher:
             await self._abort(producer)
             raise
 
-    def _transaction_ended(self, task: asyncio.Task[None]) -> None:
+    def _transaction_ended(self, task: asyncio.Task[dict[int, int]]) -> None:
         self._transactions.discard(task)
         if not task.cancelled():
             task.exception()  # retrieved here too: a request that gave up no longer looks
@@ -275,7 +301,7 @@ class KafkaPublisher:
         await self._batcher.cancel_deliveries()
 
 
-def _discard(acknowledgements: list[asyncio.Future[object]]) -> None:
+def _discard(acknowledgements: list[asyncio.Future[Any]]) -> None:
     # the transaction is aborted: nobody awaits these, and their errors must not be reported
     # as never retrieved
     for acknowledgement in acknowledgements:

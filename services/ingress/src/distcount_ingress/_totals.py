@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from distcount_store import Database
+from datetime import datetime
+
+from distcount_store import Database, Flushed, HistoryQuery
 
 # How long a read may take before the answer is 503; a reader waits no longer than a writer.
 DEFAULT_READ_TIMEOUT_S = 5.0
@@ -35,3 +37,15 @@ class PostgresTotals:
         """The aggregators' stalled partitions, described."""
         stalls = await self._database.read_stalls(self._group_id, self._topic, timeout_s)
         return [stall.describe() for stall in stalls]
+
+    async def flushed(self, timeout_s: float) -> Flushed:
+        return await self._database.read_flushed(self._group_id, self._topic, timeout_s)
+
+    async def history(self, query: HistoryQuery, timeout_s: float) -> dict[int, int]:
+        return await self._database.read_history(query, timeout_s)
+
+    async def listing(self, prefix: str, after: str, limit: int) -> list[tuple[str, int]]:
+        return await self._database.list_totals(prefix, after, limit, self._read_timeout_s)
+
+    async def top(self, since: datetime, until: datetime, limit: int) -> list[tuple[str, int]]:
+        return await self._database.top_counters(since, until, limit, self._read_timeout_s)
