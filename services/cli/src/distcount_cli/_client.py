@@ -1,4 +1,5 @@
-"""`distcount get` and `distcount incr`: the counters from a terminal."""
+"""`distcount incr`: an increment produced straight to Kafka, as any direct producer may (the
+reads, `get` among them, go through the ingress: `_reads`)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,6 @@ from aiokafka.errors import KafkaError
 
 from distcount_codec import InvalidIncrement, encode_record, validate_increment
 from distcount_config import Settings
-from distcount_store import connect, read_total
-
-
-async def get(settings: Settings, key: str) -> int:
-    conn = await connect(settings.database_url)
-    try:
-        total = await read_total(conn, key)
-    finally:
-        await conn.close()
-    if total is None:
-        print(f"distcount: no counter {key!r} (increments show after a flush)", file=sys.stderr)
-        return 1
-    print(total.value)
-    return 0
 
 
 async def incr(settings: Settings, key: str, raw_value: str) -> int:

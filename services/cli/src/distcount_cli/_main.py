@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
-from distcount_cli import _client, _logs, _operator
+from distcount_cli import _client, _compact, _logs, _operator, _reads
+from distcount_client import InvalidInput
 from distcount_config import DevSettings, Settings, load, load_dev
 from distcount_core import DistcountError
 from distcount_store import find_migrations, migrate, service_role
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from distcount_devstack import Stack
 
 EXIT_ERROR = 1
+EXIT_BAD_INPUT = 2  # as argparse exits for arguments it cannot parse
 EXIT_UNHEALTHY = 3
 SERVICES = ("ingress", "aggregator")
 NO_DEV_STACK = (
@@ -69,8 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("ingress", help="run the HTTP ingress (port DISTCOUNT_HTTP_PORT)")
     commands.add_parser("aggregator", help="run one aggregator of the consumer group")
-    get = commands.add_parser("get", help="print a counter's total")
-    get.add_argument("key")
+    _add_reads(commands)
     incr = commands.add_parser("incr", help="increment a counter (produced to Kafka directly)")
     incr.add_argument("key")
     incr.add_argument("value", nargs="?", default="1", help="a non-zero integer (default 1)")
@@ -88,7 +89,40 @@ def _parser() -> argparse.ArgumentParser:
     skip.add_argument(
         "--reason", required=True, help="why: kept with the skipped range in skipped_ranges"
     )
+    _compact.add_parser(commands)
     return parser
+
+
+def _add_reads(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The commands that read through the ingress's HTTP API (DISTCOUNT_INGRESS_URL)."""
+    get = commands.add_parser("get", help="print a counter's total (through the ingress)")
+    get.add_argument("key")
+    history = commands.add_parser(
+        "history", help="a counter's sums per step over a time range (through the ingress)"
+    )
+    history.add_argument("key")
+    history.add_argument(
+        "--from",
+        dest="start",
+        type=_reads.moment,
+        metavar="TIME",
+        help="an ISO 8601 time with its zone, or epoch milliseconds (default: an hour before --to)",
+    )
+    history.add_argument(
+        "--to", dest="end", type=_reads.moment, metavar="TIME", help="as --from (default: now)"
+    )
+    history.add_argument(
+        "--step", metavar="DURATION", help="such as 1m, 1h, 1d (units ms, s, m, h, d; default 1m)"
+    )
+    top = commands.add_parser(
+        "top", help="the counters with the largest sums over a recent window (through the ingress)"
+    )
+    top.add_argument("--window", metavar="DURATION", help="such as 5m or 1h (default 5m)")
+    top.add_argument("--limit", type=int, metavar="N", help="how many (1 to 100, default 10)")
+    for command in (get, history, top):
+        command.add_argument(
+            "--json", action="store_true", help="print one JSON object, as the HTTP API answers"
+        )
 
 
 class DevStackMissing(DistcountError):
@@ -124,6 +158,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = load()
         _configure_logging(args.command, settings)
         sys.exit(_run(args, settings))
+    except InvalidInput as exc:  # the ingress refused an argument, as argparse would
+        _report(settings, f"error: {exc}")
+        sys.exit(EXIT_BAD_INPUT)
     except DistcountError as exc:  # every error of the project's own: a message, no trace
         _report(settings, f"error: {exc}")
         sys.exit(EXIT_ERROR)
@@ -155,15 +192,27 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 async def _command(args: argparse.Namespace, settings: Settings) -> int:
     """The commands that run once and end: each one coroutine."""
     match args.command:
-        case "get":
-            return await _client.get(settings, args.key)
+        case "get" | "history" | "top":
+            return await _read(args, settings)
         case "incr":
             return await _client.incr(settings, args.key, args.value)
         case "stalls":
             return await _operator.stalls(settings)
         case "skip":
             return await _operator.skip(settings, args.partition, args.to_offset, args.reason)
+        case "compact":
+            return await _compact.run(args, settings)
     return await _migrate(settings)
+
+
+async def _read(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "history":
+        return await _reads.history(
+            settings, args.key, start=args.start, end=args.end, step=args.step, as_json=args.json
+        )
+    if args.command == "top":
+        return await _reads.top(settings, args.window, args.limit, as_json=args.json)
+    return await _reads.get(settings, args.key, as_json=args.json)
 
 
 def _serve(service: str, settings: Settings) -> int:
