@@ -18,6 +18,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -28,6 +29,7 @@ from distcount_codec import Increment, RecordDecoder, encode_record
 from distcount_config import Settings
 from distcount_ingress import create_app
 from distcount_metrics import aggregator_metrics, ingress_metrics
+from distcount_store import Flushed, HistoryQuery
 
 # the duration every simulated flush reports (no PostgreSQL here)
 FLUSH_DURATION_S = 0.01
@@ -43,11 +45,16 @@ class AckingPublisher:
     def __init__(self) -> None:
         self.published = 0
 
-    async def publish(self, key: bytes, value: bytes) -> None:
+    async def publish(self, key: bytes, value: bytes) -> tuple[int, int]:
         self.published += 1
+        return 0, self.published
 
-    async def publish_batch(self, records: Sequence[tuple[bytes, bytes]]) -> None:
+    async def publish_batch(self, records: Sequence[tuple[bytes, bytes]]) -> dict[int, int]:
         self.published += len(records)
+        return {0: self.published}
+
+    async def partition_count(self) -> int | None:
+        return 1
 
     async def check(self, timeout_s: float) -> None:
         pass
@@ -63,6 +70,18 @@ class NoTotals:
         pass
 
     async def stalls(self, timeout_s: float) -> list[str]:
+        return []
+
+    async def flushed(self, timeout_s: float) -> Flushed:
+        return Flushed({}, {})
+
+    async def history(self, query: HistoryQuery, timeout_s: float) -> dict[int, int]:
+        return {}
+
+    async def listing(self, prefix: str, after: str, limit: int) -> list[tuple[str, int]]:
+        return []
+
+    async def top(self, since: datetime, until: datetime, limit: int) -> list[tuple[str, int]]:
         return []
 
 

@@ -30,6 +30,7 @@ class Pipeline:
     group: str
     logs: Path
     partitions: int = 3
+    ingress_url: str | None = None  # the last ingress started: what the CLI's reads go through
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -46,6 +47,8 @@ class Pipeline:
             DISTCOUNT_FLUSH_INTERVAL_MS="300",
             DISTCOUNT_LOG_LEVEL="debug",
         )
+        if self.ingress_url is not None:
+            env["DISTCOUNT_INGRESS_URL"] = self.ingress_url
         env.update({f"DISTCOUNT_{k.upper()}": v for k, v in overrides.items()})
         return env
 
@@ -78,6 +81,7 @@ class Pipeline:
                 return False
 
         await wait_for(ready, 60, f"the ingress on port {port} to be ready")
+        self.ingress_url = url
         return url
 
     async def cli(self, *args: str) -> subprocess.CompletedProcess[str]:

@@ -17,14 +17,21 @@ async def test_post_then_get_after_a_flush(pipeline: Pipeline) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         response = await client.post("/increment", json={"key": "c1", "value": 1})
         assert response.status_code == 202
-        assert response.json() == {"data": {"key": "c1", "value": 1}}
+        data = response.json()["data"]
+        token = data.pop("token")
+        assert data == {"key": "c1", "value": 1}
         assert (await client.get("/counters/c1")).status_code == 404  # not flushed yet
 
         async def flushed() -> bool:
             return (await client.get("/counters/c1")).status_code == 200
 
         await wait_for(flushed, 30, "c1 to be flushed")
-        assert (await client.get("/counters/c1")).json() == {"data": {"key": "c1", "value": 1}}
+        read = (await client.get("/counters/c1")).json()["data"]
+        assert (read["key"], read["value"]) == ("c1", 1)
+        # once flushed, the write's token is too, and as_of is a time (every partition flushed)
+        written = await client.get(f"/writes/{token}")
+        assert written.status_code == 200, written.text
+        assert read["as_of"] is not None
 
     # the original's walkthrough: `distcount get c1` prints 1
     cli = await pipeline.cli("get", "c1")
@@ -52,9 +59,9 @@ async def test_batch_is_presummed_and_counted_whole(pipeline: Pipeline) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         response = await client.post("/increments", json=batch)
         assert response.status_code == 202, response.text
-        assert response.json() == {
-            "data": {"increments": [{"key": "a", "value": 5}, {"key": "b", "value": 1}]}
-        }
+        data = response.json()["data"]
+        assert data.pop("token").startswith("1.")
+        assert data == {"increments": [{"key": "a", "value": 5}, {"key": "b", "value": 1}]}
         bad = await client.post(
             "/increments", json={"increments": [{"key": "a", "value": 1}, {"key": "", "value": 1}]}
         )
@@ -66,6 +73,7 @@ async def test_batch_is_presummed_and_counted_whole(pipeline: Pipeline) -> None:
 
 async def test_cli_incr_and_get(pipeline: Pipeline) -> None:
     pipeline.start("aggregator", "aggregator")
+    await pipeline.start_ingress()  # `distcount get` reads through it
 
     assert (await pipeline.cli("incr", "k")).returncode == 0
     assert (await pipeline.cli("incr", "k", "41")).returncode == 0
