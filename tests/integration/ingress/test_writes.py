@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from distcount_config import Settings, load
+from distcount_ingress import _tokens
 from distcount_ingress._producers import transactional_producer_factory
 from tests.conftest import Services
 from tests.integration.ingress.support import (
@@ -32,10 +33,14 @@ async def test_an_increment_is_acknowledged_by_kafka_before_the_202(
     async with ingress(settings_for(services, topic, database)) as app:
         response = await app.client.post("/increment", json={"key": "c1", "value": 1})
         assert response.status_code == 202
-        assert response.json() == {"data": {"key": "c1", "value": 1}}
+        data = response.json()["data"]
+        token = data.pop("token")
+        assert data == {"key": "c1", "value": 1}
         # acknowledged means already in the log: no flush is needed to see it
         records = await consume_all(services.kafka_bootstrap, topic, "read_uncommitted")
     assert [(r.key, orjson.loads(r.value)) for r in records] == [(b"c1", {"key": "c1", "value": 1})]
+    # the token names where the record is
+    assert _tokens.decode(token) == {records[0].partition: records[0].offset}
 
 
 async def test_a_batch_is_one_record_per_key_committed_in_one_transaction(
