@@ -121,6 +121,11 @@ async def test_history_sums_per_step_with_zeros_between(
         ({"from": "yesterday"}, "from", "ISO 8601"),
         ({"to": "99999999999999999"}, "to", "between 1970 and the year 9999"),
         ({"from": "2000", "to": "1000"}, "from", "before to"),
+        (
+            {"from": "9999-12-31T23:00:00Z", "to": "9999-12-31T23:59:59.999Z", "step": "1m"},
+            "to",
+            "within the year 9999",
+        ),
         ({"from": "0", "to": str(BASE_MS), "step": "5s"}, "step", "more than 10000 points"),
     ],
 )

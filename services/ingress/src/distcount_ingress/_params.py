@@ -15,7 +15,7 @@ _DURATION: Final = re.compile(r"([1-9][0-9]{0,11})(ms|s|m|h|d)")
 _UNIT_MS: Final = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 # what PostgreSQL's timestamptz and Python's datetime both hold
 _MIN_MS: Final = 0
-_MAX_MS: Final = 253_402_300_799_999
+MAX_TIME_MS: Final = 253_402_300_799_999
 
 
 class BadParameter(ValueError):
@@ -49,7 +49,7 @@ def time_ms(name: str, text: str | None, default_ms: int) -> int:
     if text is None:
         return default_ms
     if text.isdigit() or (text.startswith("-") and text[1:].isdigit()):
-        ms = int(text) if len(text) <= 16 else _MAX_MS + 1
+        ms = int(text) if len(text) <= 16 else MAX_TIME_MS + 1
     else:
         try:
             when = datetime.fromisoformat(text)
@@ -62,7 +62,7 @@ def time_ms(name: str, text: str | None, default_ms: int) -> int:
         if when.tzinfo is None:
             raise BadParameter(name, "must say its time zone (Z or +hh:mm)")
         ms = int(when.timestamp() * 1000)
-    if not _MIN_MS <= ms <= _MAX_MS:
+    if not _MIN_MS <= ms <= MAX_TIME_MS:
         raise BadParameter(name, "must be between 1970 and the year 9999")
     return ms
 

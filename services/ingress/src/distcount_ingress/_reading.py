@@ -165,6 +165,8 @@ class ReadRoutes:
             raise BadParameter("from", "must be before to")
         start_ms = from_ms - from_ms % step_ms
         end_ms = -(-to_ms // step_ms) * step_ms
+        if end_ms > _params.MAX_TIME_MS:
+            raise BadParameter("to", "rounded up to a whole step, must stay within the year 9999")
         if (end_ms - start_ms) // step_ms > MAX_POINTS:
             raise BadParameter(
                 "step", f"gives more than {MAX_POINTS} points: use a larger step or a shorter range"
