@@ -19,6 +19,7 @@ turns on a session-level advisory lock; without it two would still not lose or d
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,9 @@ COMPACT_LOCK_KEY: Final = 0x64697374636D70  # "distcmp"
 # Rows a chunk moves at most (but all the rows of one bucket start, however many): enough that
 # a statement's overhead is small, few enough that one transaction stays short (see the README).
 CHUNK_ROWS: Final = 20_000
+# how often a compactor waiting for another one asks for the lock again (and looks for a stop)
+_LOCK_POLL_S: Final = 0.5
+_TRY_LOCK: Final = "SELECT pg_try_advisory_lock($1)"
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -180,28 +184,39 @@ def floor_to(moment: datetime, width_ms: int) -> datetime:
 
 @contextlib.asynccontextmanager
 async def compaction_lock(
-    conn: Conn, on_wait: Callable[[int | None], None] | None = None
-) -> AsyncIterator[None]:
-    """Hold the compactors' advisory lock on `conn` for the block; when another compactor holds
-    it, call `on_wait` with that one's server pid (None if unknown), then wait for it."""
+    conn: Conn,
+    on_wait: Callable[[int | None], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> AsyncIterator[bool]:
+    """Hold the compactors' advisory lock on `conn` for the block, which gets True; when
+    another compactor holds it, call `on_wait` with that one's server pid (None if unknown),
+    then wait for it, asking again every `_LOCK_POLL_S`. If `stop` is set meanwhile, the block
+    runs without the lock and gets False (it must do nothing)."""
     with mapped("taking the compactors' lock"):
-        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", COMPACT_LOCK_KEY):
-            if on_wait is not None:
-                on_wait(await _holder(conn))
-            await conn.execute("SELECT pg_advisory_lock($1)", COMPACT_LOCK_KEY)
+        held = bool(await conn.fetchval(_TRY_LOCK, COMPACT_LOCK_KEY))
+        if not held and on_wait is not None:
+            on_wait(await _holder(conn))
+        while not held and not (stop is not None and stop.is_set()):
+            if stop is None:
+                await asyncio.sleep(_LOCK_POLL_S)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), _LOCK_POLL_S)
+            held = bool(await conn.fetchval(_TRY_LOCK, COMPACT_LOCK_KEY))
     try:
-        yield
+        yield held
     finally:
-        if not conn.is_closed():
+        if held and not conn.is_closed():
             with mapped("releasing the compactors' lock"):
                 await conn.execute("SELECT pg_advisory_unlock($1)", COMPACT_LOCK_KEY)
 
 
 async def _holder(conn: Conn) -> int | None:
-    # a bigint key shows in pg_locks as its two 32-bit halves
+    # a bigint key shows in pg_locks as its two 32-bit halves; advisory locks are per database
     pid: int | None = await conn.fetchval(
         "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-        "AND classid = $1 AND objid = $2 AND objsubid = 1",
+        "AND classid = $1 AND objid = $2 AND objsubid = 1 "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         COMPACT_LOCK_KEY >> 32,
         COMPACT_LOCK_KEY & 0xFFFFFFFF,
     )

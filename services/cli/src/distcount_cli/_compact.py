@@ -73,8 +73,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             await _every(settings, args.chunk_rows, stop)
             return 0
         report = Report(_print, live=sys.stdout.isatty())
-        await _pass(settings, args.chunk_rows, report, stop)
-        return EXIT_INTERRUPTED if stop.is_set() else 0
+        finished = await _pass(settings, args.chunk_rows, report, stop)
+        return 0 if finished else EXIT_INTERRUPTED
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
@@ -102,19 +102,28 @@ async def _every(settings: Settings, chunk_rows: int, stop: asyncio.Event) -> No
     log.info("compaction stopped")
 
 
-async def _pass(settings: Settings, chunk_rows: int, report: Report, stop: asyncio.Event) -> None:
+async def _pass(settings: Settings, chunk_rows: int, report: Report, stop: asyncio.Event) -> bool:
+    """One pass over the tiers; whether it went to the end (else a stop came first)."""
     conn = await connect(settings.database_url)
     try:
-        async with compaction_lock(conn, report.waiting):
+        async with compaction_lock(conn, report.waiting, stop) as held:
+            if not held:
+                report.say("stopped while waiting for the other compactor: nothing was done")
+                return False
             report.begin(settings.rollup)
+            tiers_done = 0
             async for event in compaction(conn, settings.rollup, chunk_rows=chunk_rows):
                 if isinstance(event, Merged):
                     report.merged(event)
                 else:
                     report.tier_done(event.range)
+                    tiers_done += 1
                 if stop.is_set():
                     break
-            report.end(stopped=stop.is_set())
+            # a stop that came with the last tier's end stopped nothing
+            finished = tiers_done == len(settings.rollup)
+            report.end(stopped=not finished)
+            return finished
     finally:
         await conn.close()
 
