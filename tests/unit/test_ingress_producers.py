@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aiokafka.errors import ProducerClosed
+from aiokafka.errors import KafkaConnectionError, ProducerClosed
 
 from distcount_config import load
 from distcount_ingress import KafkaPublisher, KafkaUnavailable, _producers, _publisher
@@ -98,6 +98,21 @@ class FakeClient:
         self.closed = True
 
 
+class FakeBuilder:
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes, bytes]] = []
+
+    def append(self, *, timestamp: None, key: bytes, value: bytes) -> object:
+        self.records.append((key, value))
+        return object()
+
+    def record_count(self) -> int:
+        return len(self.records)
+
+    def close(self) -> None:
+        pass
+
+
 class FakeProducer:
     """Starts at once; stops only once its records are flushed, which never happens by itself;
     a transaction's abort, and its begin or commit if told so, wait on a broker that never
@@ -125,10 +140,18 @@ class FakeProducer:
         if self.hang_in == "begin":
             await asyncio.Event().wait()
 
-    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[RecordMetadata]:
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
+    def create_batch(self) -> FakeBuilder:
+        return FakeBuilder()
+
+    async def send_batch(
+        self, batch: FakeBuilder, topic: str, *, partition: int
+    ) -> asyncio.Future[RecordMetadata]:
         future: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
-        self.offset += 1
-        future.set_result(RecordMetadata(partition=0, offset=self.offset))
+        future.set_result(RecordMetadata(partition=partition, offset=self.offset + 1))
+        self.offset += batch.record_count()
         return future
 
     async def commit_transaction(self) -> None:
@@ -228,9 +251,9 @@ async def test_a_transaction_that_hangs_is_given_up_and_its_producer_replaced(
                 await publisher.publish_batch([(b"k", b"v")])
         # the begin (or the commit) ends at its bound, the abort at its own, the producer is
         # replaced: until the replacement is connected, readiness names the cause
-        transaction = set(publisher._transactions)
-        assert transaction
-        await asyncio.wait(transaction, timeout=2)
+        committer = publisher._committer
+        assert committer is not None
+        await asyncio.wait([committer], timeout=2)
         assert publisher._transactional.producer is None
         with pytest.raises(KafkaUnavailable, match="transactions are not available"):
             await publisher.check(1)
@@ -288,5 +311,144 @@ async def test_a_transactional_producer_that_can_no_longer_send_is_replaced_when
         await publisher.check(1)
         await publisher.publish_batch([(b"k", b"v")])
         assert made[0].client.closed
+    finally:
+        await publisher.close()
+
+
+class HeldProducer(FakeProducer):
+    """Its commits wait until released, one at a time; it keeps what each transaction sent, in
+    the order it was handed over (two partitions)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Semaphore(0)
+        self.transactions: list[list[tuple[int, bytes]]] = []
+        self.fail_next_commit = False
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1}
+
+    async def begin_transaction(self) -> None:
+        self.transactions.append([])
+
+    async def send_batch(
+        self, batch: FakeBuilder, topic: str, *, partition: int
+    ) -> asyncio.Future[RecordMetadata]:
+        self.transactions[-1].extend((partition, key) for key, _ in batch.records)
+        return await super().send_batch(batch, topic, partition=partition)
+
+    async def commit_transaction(self) -> None:
+        await self.release.acquire()
+        if self.fail_next_commit:
+            self.fail_next_commit = False
+            raise KafkaConnectionError("the broker went away")
+
+    async def abort_transaction(self) -> None:
+        pass
+
+
+async def _until(predicate: Callable[[], bool]) -> None:
+    for _ in range(1000):  # loop iterations: each lets the publisher's tasks take a step
+        if predicate():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the publisher never got there")
+
+
+async def test_batches_that_arrive_during_a_transaction_share_the_next_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    producer = HeldProducer()
+    publisher = await _publisher_with(monkeypatch, lambda: producer)
+    try:
+        first = asyncio.create_task(publisher.publish_batch([(b"a1", b"v"), (b"b1", b"v")]))
+        await _until(lambda: len(producer.transactions) == 1)
+        # three requests arrive while the first transaction waits for its commit
+        later = [
+            asyncio.create_task(publisher.publish_batch(records))
+            for records in (
+                [(b"a2", b"v"), (b"a3", b"v")],
+                [(b"b2", b"v")],
+                [(b"a4", b"v"), (b"b3", b"v")],
+            )
+        ]
+        await asyncio.sleep(0.01)
+        assert len(producer.transactions) == 1, "they wait for the running transaction"
+        producer.release.release()
+        producer.release.release()
+        written = [await first, *await asyncio.gather(*later)]
+        assert len(producer.transactions) == 2, "the three joined one transaction"
+        assert sorted(key for _, key in producer.transactions[1]) == [
+            b"a2",
+            b"a3",
+            b"a4",
+            b"b2",
+            b"b3",
+        ]
+        # each request is answered with its own records' highest offsets, per partition
+        offsets = _offsets_by_key(producer)
+        for records, answer in zip(
+            [[b"a1", b"b1"], [b"a2", b"a3"], [b"b2"], [b"a4", b"b3"]], written, strict=True
+        ):
+            expected: dict[int, int] = {}
+            for key in records:
+                partition, offset = offsets[key]
+                expected[partition] = max(offset, expected.get(partition, -1))
+            assert answer == expected
+    finally:
+        await publisher.close()
+
+
+def _offsets_by_key(producer: HeldProducer) -> dict[bytes, tuple[int, int]]:
+    """Where each record went: the fake numbers records in the order it got them, across its
+    partitions, which is enough to tell them apart."""
+    sent = [record for transaction in producer.transactions for record in transaction]
+    return {key: (partition, offset) for offset, (partition, key) in enumerate(sent)}
+
+
+async def test_a_transaction_that_fails_fails_each_of_its_batches_and_no_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    producer = HeldProducer()
+    publisher = await _publisher_with(monkeypatch, lambda: producer)
+    try:
+        producer.fail_next_commit = True
+        first = asyncio.create_task(publisher.publish_batch([(b"a1", b"v")]))
+        await _until(lambda: len(producer.transactions) == 1)
+        joined = [asyncio.create_task(publisher.publish_batch([(b"a2", b"v")])) for _ in range(2)]
+        await asyncio.sleep(0.01)
+        producer.release.release()
+        with pytest.raises(KafkaUnavailable, match="the broker went away"):
+            await first
+        await _until(lambda: len(producer.transactions) == 2)
+        producer.release.release()
+        answers = await asyncio.gather(*joined)
+        assert [key for _, key in producer.transactions[1]] == [b"a2", b"a2"]
+        offsets = sorted(offset for answer in answers for offset in answer.values())
+        assert offsets == [1, 2], "each its own record, in the one transaction"
+    finally:
+        await publisher.close()
+
+
+async def test_a_batch_that_gives_up_before_a_transaction_takes_it_is_never_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    producer = HeldProducer()
+    publisher = await _publisher_with(monkeypatch, lambda: producer)
+    try:
+        first = asyncio.create_task(publisher.publish_batch([(b"a1", b"v")]))
+        await _until(lambda: len(producer.transactions) == 1)
+        # the produce timeout (200 ms) passes while the first transaction holds the producer
+        with pytest.raises(KafkaUnavailable, match="earlier batches kept Kafka busy"):
+            await publisher.publish_batch([(b"gave-up", b"v")])
+        cancelled = asyncio.create_task(publisher.publish_batch([(b"cancelled", b"v")]))
+        await asyncio.sleep(0.01)
+        cancelled.cancel()
+        producer.release.release()
+        with pytest.raises(KafkaUnavailable, match="did not confirm the batch's commit"):
+            await first  # its own 200 ms passed too: answered 503, committed all the same
+        await asyncio.sleep(0.05)
+        sent = [key for transaction in producer.transactions for _, key in transaction]
+        assert sent == [b"a1"]
     finally:
         await publisher.close()

@@ -76,14 +76,21 @@ class Batcher:
         """Wait for the topic's metadata (once; later changes are picked up as batches go)."""
         self._set_partitions(await producer.partitions_for(self._topic))
 
-    def add(self, producer: Producer, key: bytes, value: bytes) -> tuple[Outcome, int, int]:
-        """The outcome the record shares with its batch, its partition, and its index there."""
+    def partition(self, key: bytes) -> int:
+        """The partition of `key` as Kafka's default partitioner puts it (`knows_partitions`)."""
         partition = self._partition_of.get(key)
         if partition is None:
             partition = _partitioner(key, self._partitions, self._partitions)
             if len(self._partition_of) >= _MAX_CACHED_KEYS:
                 self._partition_of.clear()
             self._partition_of[key] = partition
+        return partition
+
+    def add(self, producer: Producer, key: bytes, value: bytes) -> tuple[Outcome, int, int]:
+        """The outcome the record shares with its batch, its partition, and its index there."""
+        partition = self._partition_of.get(key)
+        if partition is None:  # the cache missed: a call more only then, on the hot path
+            partition = self.partition(key)
         batch = self._open.get(partition)
         if batch is None or batch.producer is not producer:
             batch = self._open_batch(producer, partition)

@@ -6,6 +6,14 @@ of its records or none. Both wait at most `produce_timeout_ms`; past it, and whe
 `max_inflight_sends` requests already await acknowledgements, the answer is `Unavailable` (503).
 Such an answer means "not acknowledged": in rare cases (the broker wrote the record, or committed
 the transaction, but the answer came late or was lost) the increment is still counted.
+
+Group commit: one producer runs one transaction at a time, and a transaction costs a few round
+trips to the broker whatever it holds. So batches do not queue for a transaction each: every
+batch that arrives while one runs joins the next, which takes them all (up to
+`_MAX_GROUP_RECORDS` records) and answers each once it commits. A batch is still all or nothing,
+since all of its records are in one transaction; a transaction that fails fails every batch in
+it, each answered 503. The records go to the producer as one batch per partition, built here,
+as the single records are (see _batcher.py), not one `send()` each.
 """
 
 from __future__ import annotations
@@ -13,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerClosed
 
@@ -38,8 +47,20 @@ Record = tuple[bytes, bytes]  # (message key, message value)
 # fences this one and has the broker finish what it left open.
 _END_TIMEOUT_S = 5.0
 
+# Records one transaction takes at most (batches that arrived later wait for the next): enough
+# to spread a transaction's round trips thin, few enough that a failure fails few requests.
+_MAX_GROUP_RECORDS: Final = 50_000
+
 _NOT_CONNECTED = "not connected to Kafka"
 _NO_TRANSACTIONS = "Kafka transactions are not available"
+
+
+@dataclass(eq=False)
+class _Joined:
+    """A batch request: waiting for a transaction to take it, then for that one's commit."""
+
+    records: Sequence[Record]
+    outcome: asyncio.Future[dict[int, int]]
 
 
 class KafkaPublisher:
@@ -66,9 +87,10 @@ class KafkaPublisher:
             timeout_s=self._timeout_s,
             on_error=lambda producer, exc: self._replace_if_broken(self._single, producer, exc),
         )
-        # one producer runs one transaction at a time
-        self._transaction_lock = asyncio.Lock()
-        self._transactions: set[asyncio.Task[dict[int, int]]] = set()
+        # batches no transaction has taken yet, in arrival order, and the task that runs
+        # transactions while there are any (one at a time: one producer, one transaction)
+        self._waiting: list[_Joined] = []
+        self._committer: asyncio.Task[None] | None = None
         # when the running transaction began (loop time): every wait in it is bounded, so one
         # that lasts longer than all of them together is wedged, and readiness says so
         self._transaction_began: float | None = None
@@ -138,84 +160,144 @@ class KafkaPublisher:
             ) from None
 
     async def publish_batch(self, records: Sequence[Record]) -> dict[int, int]:
-        """Once one transaction holding all `records` is committed, the highest offset it wrote
-        in each partition; else raise `Unavailable`."""
+        """Once the transaction holding all `records` is committed, the highest offset they
+        have in each partition; else raise `Unavailable`."""
         if not records:
             return {}
         self._connected(self._transactional, _NO_TRANSACTIONS)
         if self._inflight >= self._max_inflight:
             raise Overloaded(f"{self._inflight} requests already await Kafka's acknowledgement")
         self._inflight += 1
+        joined = _Joined(records, asyncio.get_running_loop().create_future())
+        self._waiting.append(joined)
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_groups(), name="transactions")
         try:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self._timeout_s
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await self._transaction_lock.acquire()
-            except TimeoutError:
+            async with asyncio.timeout(self._timeout_s):
+                # shielded: a request that ends leaves its transaction to run to its end
+                return await asyncio.shield(joined.outcome)
+        except TimeoutError:
+            if self._withdraw(joined):
                 raise KafkaUnavailable(
                     f"earlier batches kept Kafka busy for {self._timeout_ms} ms"
                 ) from None
-            try:
-                # the producer of now: the one there was before the wait may have been replaced
-                producer = self._connected(self._transactional, _NO_TRANSACTIONS)
-            except KafkaUnavailable:
-                self._transaction_lock.release()
-                raise
-            # A transaction, once begun, runs to its commit or its abort in a task of its own,
-            # whatever happens to this request, and only then lets the next batch in.
-            task = asyncio.create_task(self._transact(producer, records, deadline))
-            self._transactions.add(task)
-            task.add_done_callback(self._transaction_ended)
-            done, _ = await asyncio.wait([task], timeout=max(0.0, deadline - loop.time()))
-            if not done:
-                raise KafkaUnavailable(
-                    f"Kafka did not confirm the batch's commit within {self._timeout_ms} ms"
-                )
-            if task.cancelled():
-                raise KafkaUnavailable("the ingress is shutting down")
-            error = task.exception()
-            if isinstance(error, TimeoutError):
-                raise KafkaUnavailable(
-                    f"Kafka did not acknowledge the batch within {self._timeout_ms} ms"
-                )
-            if error is not None:
-                raise KafkaUnavailable(f"Kafka did not take the batch: {describe(error)}")
-            return task.result()
+            raise KafkaUnavailable(
+                f"Kafka did not confirm the batch's commit within {self._timeout_ms} ms"
+            ) from None
+        except asyncio.CancelledError:
+            self._withdraw(joined)  # never send what nobody waits for
+            raise
         finally:
             self._inflight -= 1
 
-    async def _transact(
-        self, producer: Producer, records: Sequence[Record], deadline: float
-    ) -> dict[int, int]:
-        self._transaction_began = asyncio.get_running_loop().time()
+    def _withdraw(self, joined: _Joined) -> bool:
+        """Take a batch no transaction has taken out of the queue; whether it was there."""
         try:
-            written = await self._send(producer, records, deadline)
+            self._waiting.remove(joined)
+        except ValueError:
+            return False
+        return True
+
+    async def _commit_groups(self) -> None:
+        """Transactions one after the other while batches wait, each taking all it may."""
+        while self._waiting:
+            group = self._take_group()
+            try:
+                producer = self._connected(self._transactional, _NO_TRANSACTIONS)
+                written = await self._transact(producer, group)
+            except asyncio.CancelledError:
+                _fail(group, KafkaUnavailable("the ingress is shutting down"))
+                raise
+            except TimeoutError:
+                _fail(
+                    group,
+                    KafkaUnavailable(
+                        f"Kafka did not acknowledge the batch within {self._timeout_ms} ms"
+                    ),
+                )
+            except KafkaUnavailable as exc:
+                _fail(group, exc)
+            except Exception as exc:  # each request is answered with it
+                _fail(group, KafkaUnavailable(f"Kafka did not take the batch: {describe(exc)}"))
+            else:
+                for joined, offsets in zip(group, written, strict=True):
+                    if not joined.outcome.done():
+                        joined.outcome.set_result(offsets)
+
+    def _take_group(self) -> list[_Joined]:
+        """The waiting batches the next transaction takes: the oldest, and those after it
+        while the records stay within `_MAX_GROUP_RECORDS`."""
+        count, records = 0, 0
+        for joined in self._waiting:
+            if count and records + len(joined.records) > _MAX_GROUP_RECORDS:
+                break
+            count += 1
+            records += len(joined.records)
+        group, self._waiting = self._waiting[:count], self._waiting[count:]
+        return group
+
+    async def _transact(self, producer: Producer, group: Sequence[_Joined]) -> list[dict[int, int]]:
+        loop = asyncio.get_running_loop()
+        self._transaction_began = loop.time()
+        try:
+            written = await self._send(producer, group, loop.time() + self._timeout_s)
             await self._commit(producer)
             return written
         finally:
             self._transaction_began = None
-            self._transaction_lock.release()
 
     async def _send(
-        self, producer: Producer, records: Sequence[Record], deadline: float
-    ) -> dict[int, int]:
-        acknowledgements: list[asyncio.Future[Any]] = []
+        self, producer: Producer, group: Sequence[_Joined], deadline: float
+    ) -> list[dict[int, int]]:
+        """Send every record of `group` in one transaction, one producer batch per partition
+        (more when one fills up); per request, the highest offset of its records per partition."""
+        # the producer batches in the order they were opened: a builder until it is handed to
+        # the producer, then the future of its delivery (its base offset)
+        slots: list[Any] = []
+        # per request, per partition: (slot, index in that batch) of its last record there
+        last: list[dict[int, tuple[int, int]]] = [{} for _ in group]
         try:
             async with asyncio.timeout_at(deadline):
                 # it waits for the producer id, which a producer that lost it may never get
                 await producer.begin_transaction()
-                for key, value in records:
-                    acknowledgements.append(await producer.send(self._topic, value, key=key))
-                metadata = await asyncio.gather(*acknowledgements)
+                if not self._batcher.knows_partitions:
+                    await self._batcher.learn_partitions(producer)
+                partition_of = self._batcher.partition
+                open_slot: dict[int, int] = {}  # partition -> slot of the batch it fills
+                for mine, joined in zip(last, group, strict=True):
+                    for key, value in joined.records:
+                        partition = partition_of(key)
+                        slot = open_slot.get(partition)
+                        if slot is None:
+                            slot = open_slot[partition] = len(slots)
+                            slots.append(producer.create_batch())
+                        index = slots[slot].record_count()
+                        if slots[slot].append(timestamp=None, key=key, value=value) is None:
+                            await self._hand_over(producer, slots, slot, partition)  # full
+                            slot = open_slot[partition] = len(slots)
+                            slots.append(producer.create_batch())
+                            index = 0
+                            if slots[slot].append(timestamp=None, key=key, value=value) is None:
+                                raise ValueError("a record larger than a whole batch")
+                        mine[partition] = (slot, index)
+                for partition, slot in open_slot.items():
+                    await self._hand_over(producer, slots, slot, partition)
+                metadata = await asyncio.gather(*slots)
         except BaseException:
-            _discard(acknowledgements)
+            _discard([slot for slot in slots if isinstance(slot, asyncio.Future)])
             await self._abort(producer)
             raise
-        written: dict[int, int] = {}
-        for record in metadata:
-            written[record.partition] = max(record.offset, written.get(record.partition, -1))
-        return written
+        return [
+            {partition: metadata[slot].offset + index for partition, (slot, index) in mine.items()}
+            for mine in last
+        ]
+
+    async def _hand_over(
+        self, producer: Producer, slots: list[Any], slot: int, partition: int
+    ) -> None:
+        builder = slots[slot]
+        builder.close()
+        slots[slot] = await producer.send_batch(builder, self._topic, partition=partition)
 
     async def _commit(self, producer: Producer) -> None:
         # past this point the transaction is the broker's to finish; a commit that ends after
@@ -232,11 +314,6 @@ class KafkaPublisher:
         except BaseException:
             await self._abort(producer)
             raise
-
-    def _transaction_ended(self, task: asyncio.Task[dict[int, int]]) -> None:
-        self._transactions.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved here too: a request that gave up no longer looks
 
     async def _abort(self, producer: Producer) -> None:
         try:
@@ -289,8 +366,9 @@ class KafkaPublisher:
 
     async def close(self) -> None:
         """Let running transactions end (at most the deadline), then flush and stop; idempotent."""
-        if self._transactions:
-            _, running = await asyncio.wait(self._transactions, timeout=self._timeout_s)
+        committer = self._committer
+        if committer is not None and not committer.done():
+            _, running = await asyncio.wait([committer], timeout=self._timeout_s)
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
@@ -299,6 +377,13 @@ class KafkaPublisher:
         await self._single.close()
         await self._transactional.close()
         await self._batcher.cancel_deliveries()
+
+
+def _fail(group: Sequence[_Joined], error: KafkaUnavailable) -> None:
+    for joined in group:
+        if not joined.outcome.done():
+            joined.outcome.set_exception(error)
+            joined.outcome.exception()  # retrieved: a request that gave up no longer looks
 
 
 def _discard(acknowledgements: list[asyncio.Future[Any]]) -> None:
