@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from distcount_ingress import _tokens
+from distcount_ingress import _params, _tokens
 from tests.unit.ingress.fakes import FakeCounters, FakePublisher
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -154,6 +154,19 @@ async def test_history_older_than_a_rollup_age_needs_its_width(
     assert "kept per 1h" in refused.json()["errors"]["step"][0]
     hourly = await client.get("/counters/a/history", params={"from": two_days_ago, "step": "1h"})
     assert hourly.status_code == 200
+    # the last day at a minute, and the last 30 days at an hour, as one would ask for them: the
+    # rows compaction may have merged start before the age rounded down to the tier's width
+    for days, step in ((1, "1m"), (30, "1h")):
+        since = str(now_ms - days * 86_400_000)
+        natural = await client.get("/counters/a/history", params={"from": since, "step": step})
+        assert natural.status_code == 200, natural.text
+
+
+def test_times_are_written_exactly_to_the_millisecond() -> None:
+    assert _params.iso(0) == "1970-01-01T00:00:00.000Z"
+    assert _params.iso(1_796_092_142_123) == "2026-12-01T02:29:02.123Z"
+    # a float would lose the last millisecond here
+    assert _params.iso(_params.MAX_TIME_MS) == "9999-12-31T23:59:59.999Z"
 
 
 async def test_history_of_an_unknown_key_is_404(client: httpx.AsyncClient) -> None:

@@ -6,7 +6,7 @@ Each parser raises `BadParameter` naming the parameter, which the routes answer 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Final
 
 from distcount_codec import key_errors
@@ -16,6 +16,7 @@ _UNIT_MS: Final = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_
 # what PostgreSQL's timestamptz and Python's datetime both hold
 _MIN_MS: Final = 0
 MAX_TIME_MS: Final = 253_402_300_799_999
+_NAIVE_EPOCH: Final = datetime(1970, 1, 1)  # its times are UTC, said by the Z
 
 
 class BadParameter(ValueError):
@@ -69,7 +70,8 @@ def time_ms(name: str, text: str | None, default_ms: int) -> int:
 
 def iso(ms: int) -> str:
     """`2026-11-30T12:00:00.000Z`."""
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    # exact (no float on the way) and quick: a history answer formats up to 10,000 of these
+    return (_NAIVE_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds") + "Z"
 
 
 def iso_time(when: datetime | None) -> str | None:

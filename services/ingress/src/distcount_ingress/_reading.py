@@ -12,7 +12,7 @@ import binascii
 import json
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
 from starlette.requests import Request
@@ -33,6 +33,7 @@ MAX_TOP_LIMIT: Final = 100
 # the busiest counters sum every row of the window: an hour keeps that query cheap
 MAX_TOP_WINDOW_MS: Final = 3_600_000
 READ_TIMEOUT_S: Final = 5.0
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 Answered = Callable[[str, Response, float | None], Response]
 
@@ -172,11 +173,14 @@ class ReadRoutes:
                 "step", f"gives more than {MAX_POINTS} points: use a larger step or a shorter range"
             )
         for tier in self._settings.rollup:
-            if start_ms < now_ms - tier.age_ms and step_ms % tier.width_ms:
+            # what compaction may have merged: buckets of the tier's width wholly past its age
+            cutoff_ms = now_ms - tier.age_ms
+            cutoff_ms -= cutoff_ms % tier.width_ms
+            if start_ms < cutoff_ms and step_ms % tier.width_ms:
                 raise BadParameter(
                     "step",
                     f"data older than {format_duration(tier.age_ms)} is kept per "
-                    f"{format_duration(tier.width_ms)}: from {iso(now_ms - tier.age_ms)} back, "
+                    f"{format_duration(tier.width_ms)}: before {iso(cutoff_ms)}, "
                     f"the step must be a multiple of {format_duration(tier.width_ms)}",
                 )
         return HistoryQuery(key, _time(start_ms), _time(end_ms), start_ms, step_ms)
@@ -256,7 +260,7 @@ def _json(status: int, data: dict[str, Any]) -> Response:
 
 
 def _time(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
+    return _EPOCH + timedelta(milliseconds=ms)  # exact: a float loses milliseconds near 9999
 
 
 def _now_ms() -> int:
