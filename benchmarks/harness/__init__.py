@@ -8,13 +8,14 @@ Start at `_rounds.py` (the shape of a run) and `_report.py` (what it leaves behi
 from harness._cli import at_least, parser, run
 from harness._console import Progress, describe, say
 from harness._consume import ConsumeRun, compare_reads, reads_tables, relay, run_reader
-from harness._kafka import prefill
+from harness._kafka import prefill, settled_total
 from harness._machine import QUIET_BELOW, background_busy, machine_line
-from harness._process import BENCH_DIR, PYTHON, Child, child_env
+from harness._openloop import OpenLoop, OpenLoopRun, drive, served
+from harness._process import BENCH_DIR, PYTHON, Child, Line, child_env
 from harness._report import Limit, Session, by_side, error_lines, fmt, median, pct, table, verdict
 from harness._rounds import Rounds, side_order
 from harness._services import Private, load_ingress, private_stack, spawn_service
-from harness._stack import Endpoints, postgres_facts, suffix
+from harness._stack import Database, Endpoints, fresh_database, postgres_facts, suffix
 from harness._statsd import StatsdDrain, add_tally, counted
 from harness._timing import Meter, share
 from harness._wrk import LoadResult, Wrk, add_wrk_options, check_wrk_options, serve_and_load
@@ -25,10 +26,14 @@ __all__ = [
     "QUIET_BELOW",
     "Child",
     "ConsumeRun",
+    "Database",
     "Endpoints",
     "Limit",
+    "Line",
     "LoadResult",
     "Meter",
+    "OpenLoop",
+    "OpenLoopRun",
     "Private",
     "Progress",
     "Rounds",
@@ -45,8 +50,10 @@ __all__ = [
     "compare_reads",
     "counted",
     "describe",
+    "drive",
     "error_lines",
     "fmt",
+    "fresh_database",
     "load_ingress",
     "machine_line",
     "median",
@@ -61,6 +68,8 @@ __all__ = [
     "run_reader",
     "say",
     "serve_and_load",
+    "served",
+    "settled_total",
     "share",
     "side_order",
     "spawn_service",

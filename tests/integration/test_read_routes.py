@@ -268,11 +268,12 @@ async def _assert_history_uses_the_key_time_index(
     nodes = list(_plan_nodes(json.loads(plan)[0]["Plan"]))
     scans = [n for n in nodes if n.get("Relation Name") == "counter_events" or "Index Name" in n]
     assert all(n["Node Type"] != "Seq Scan" for n in scans), plan
-    matching = [n for n in scans if n.get("Index Name") == "counter_events_key_bucket_idx"]
+    matching = [n for n in scans if n.get("Index Name") == "counter_events_key_width_bucket_idx"]
     assert len(matching) == 1, plan
     (scan,) = matching
     condition = scan["Index Cond"]
     assert "key = " in condition, condition
+    assert "width_ms = " in condition, condition
     assert "bucket_start >= " in condition, condition
     assert "bucket_start < " in condition, condition
 

@@ -15,6 +15,11 @@ stay as they are, counted, until the next pass merges them. Flushes only insert,
 only deletes rows that already existed, so the two never wait for each other. Compactors take
 turns on a session-level advisory lock; without it two would still not lose or double anything
 (a row deleted by one is not returned by the other's DELETE), only waste work.
+
+Each width's rows are apart in the indexes, which lead with the width (0004_read_side.sql):
+a chunk empties whole index pages of the finer widths, which vacuum gives back, and appends its
+sums to its own width's part, in time order. `counter_widths` lists the widths written, for the
+reads and for the walk, which visits each finer width in time order and takes the earliest.
 """
 
 from __future__ import annotations
@@ -44,35 +49,42 @@ _TRY_LOCK: Final = "SELECT pg_try_advisory_lock($1)"
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
-_HAS_WIDTH = """
-SELECT EXISTS (
-    SELECT 1 FROM pg_attribute
-    WHERE attrelid = to_regclass('counter_events') AND attname = 'width_ms' AND NOT attisdropped
-)
-"""
-# Each chunk's statements are planned for their own bounds (chunks differ widely in size), and
-# the merge's semi-join by key is hashed: with the width's rows rare in the statistics, the
-# planner would otherwise loop over the chunk's keys once per merged row.
-_CHUNK_SETTINGS = "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL enable_nestloop = off"
-# the oldest row finer than the width $2 before $1, from the beginning or from $3
-_FIRST_EVER = """
-SELECT bucket_start FROM counter_events WHERE bucket_start < $1 AND width_ms < $2
-ORDER BY bucket_start LIMIT 1
-"""
+_MIGRATED = "SELECT to_regclass('counter_widths') IS NOT NULL"
+_WIDTHS = "SELECT coalesce(array_agg(width_ms), '{}') FROM counter_widths"
+_ADD_WIDTH = "INSERT INTO counter_widths (width_ms) VALUES ($1) ON CONFLICT DO NOTHING"
+# The merge's semi-join by key is hashed: with the width's rows rare in the statistics, the
+# planner would otherwise loop over the chunk's keys once per merged row. Each chunk's
+# statements are planned for their own bounds (chunks differ widely in size).
+_MERGE_SETTINGS = "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL enable_nestloop = off"
+# Rows finer than the tier's width are those of the widths $2 (0 and the finer ones rollup
+# wrote); each is walked in time order through the index that leads with the width.
+# the oldest bucket start of those rows in [$3, $1) (from the beginning when $3 is NULL)
 _FIRST = """
-SELECT bucket_start FROM counter_events
-WHERE bucket_start >= $3 AND bucket_start < $1 AND width_ms < $2
-ORDER BY bucket_start LIMIT 1
+SELECT min(f.bucket_start) FROM unnest($2::integer[]) AS w(width_ms),
+LATERAL (
+    SELECT bucket_start FROM counter_events AS e
+    WHERE e.width_ms = w.width_ms AND e.bucket_start < $1
+      AND ($3::timestamptz IS NULL OR e.bucket_start >= $3)
+    ORDER BY e.bucket_start LIMIT 1
+) AS f
 """
-# the bucket start of the row after the first $3 from $1: a chunk's end within the row bound
+# the earliest bucket start, over those widths, of the row $4 rows on from $1 in its width: a
+# chunk ending there holds at most $4 rows of each width
 _NTH = """
-SELECT bucket_start FROM counter_events
-WHERE bucket_start >= $1 AND bucket_start < $2
-ORDER BY bucket_start
-OFFSET $3 LIMIT 1
+SELECT min(n.bucket_start) FROM unnest($3::integer[]) AS w(width_ms),
+LATERAL (
+    SELECT bucket_start FROM counter_events AS e
+    WHERE e.width_ms = w.width_ms AND e.bucket_start >= $1 AND e.bucket_start < $2
+    ORDER BY e.bucket_start OFFSET $4 LIMIT 1
+) AS n
 """
 _NEXT_START = """
-SELECT min(bucket_start) FROM counter_events WHERE bucket_start > $1 AND bucket_start < $2
+SELECT min(n.bucket_start) FROM unnest($3::integer[]) AS w(width_ms),
+LATERAL (
+    SELECT bucket_start FROM counter_events AS e
+    WHERE e.width_ms = w.width_ms AND e.bucket_start > $1 AND e.bucket_start < $2
+    ORDER BY e.bucket_start LIMIT 1
+) AS n
 """
 # $1 is aligned to the width $3 and every row moved starts at or after it, so the integer
 # division floors: each row lands in the bucket of width $3 that holds it. The rows of width $3
@@ -82,7 +94,7 @@ SELECT min(bucket_start) FROM counter_events WHERE bucket_start > $1 AND bucket_
 _MERGE = """
 WITH fine AS (
     DELETE FROM counter_events
-    WHERE bucket_start >= $1 AND bucket_start < $2 AND width_ms < $3
+    WHERE width_ms = ANY ($4::integer[]) AND bucket_start >= $1 AND bucket_start < $2
     RETURNING key, bucket_start, delta
 ), binned AS (
     SELECT key,
@@ -92,7 +104,7 @@ WITH fine AS (
     FROM fine
 ), merged AS (
     DELETE FROM counter_events
-    WHERE bucket_start >= $1 AND bucket_start < $2 AND width_ms = $3
+    WHERE width_ms = $3 AND bucket_start >= $1 AND bucket_start < $2
       AND (key, bucket_start) IN (SELECT key, bucket_start FROM binned)
     RETURNING key, bucket_start, delta
 ), sums AS (
@@ -234,9 +246,9 @@ async def compaction(
     chunk per `Merged`, and a `TierDone` after each tier. Stopping between chunks (breaking out
     of the loop) leaves a consistent log; the next run goes on from there."""
     with mapped("preparing to compact counter_events"):
-        if not await conn.fetchval(_HAS_WIDTH):
+        if not await conn.fetchval(_MIGRATED):
             raise QueryFailed(
-                "counter_events has no width_ms column: run `distcount migrate` first"
+                "the database has no rollup schema (counter_widths): run `distcount migrate` first"
             )
         if now is None:
             now = await conn.fetchval("SELECT statement_timestamp()")
@@ -248,12 +260,16 @@ async def compaction(
 
 
 async def _walk(conn: Conn, tr: TierRange, chunk_rows: int) -> AsyncIterator[Merged]:
+    width_ms = tr.tier.width_ms
+    with mapped(f"reading the widths of counter_events below {width_ms} ms"):
+        # the flushed width, and those of finer tiers; the widths only change under the lock
+        known: list[int] = await conn.fetchval(_WIDTHS)
+    finer = sorted({0, *(w for w in known if w < width_ms)})
     position, first = tr.floor, None
     while True:
-        with mapped(f"merging rows of counter_events into {tr.tier.width_ms} ms buckets"):
+        with mapped(f"merging rows of counter_events into {width_ms} ms buckets"):
             async with conn.transaction():
-                await conn.execute(_CHUNK_SETTINGS)
-                chunk = await _chunk(conn, tr, position, chunk_rows)
+                chunk = await _chunk(conn, tr, finer, position, chunk_rows)
         if chunk is None:
             return
         first = first or chunk[0]
@@ -262,42 +278,44 @@ async def _walk(conn: Conn, tr: TierRange, chunk_rows: int) -> AsyncIterator[Mer
 
 
 async def _chunk(
-    conn: Conn, tr: TierRange, position: datetime | None, chunk_rows: int
+    conn: Conn, tr: TierRange, finer: list[int], position: datetime | None, chunk_rows: int
 ) -> tuple[datetime, datetime, int, int] | None:
     """Merge the next chunk at or after `position`: (start, end, rows in, rows out), or None
     when nothing is left to merge."""
     width_ms, cutoff = tr.tier.width_ms, tr.cutoff
-    if position is None:
-        oldest = await conn.fetchval(_FIRST_EVER, cutoff, width_ms)
-    else:
-        oldest = await conn.fetchval(_FIRST, cutoff, width_ms, position)
+    oldest = await conn.fetchval(_FIRST, cutoff, finer, position)
     if oldest is None:
         return None
     start = floor_to(oldest, width_ms)
-    end = await _chunk_end(conn, oldest, cutoff, width_ms, chunk_rows)
-    rows_in, rows_out = await _merge(conn, start, end, width_ms)
+    end = await _chunk_end(conn, oldest, tr, finer, chunk_rows)
+    await conn.execute(_ADD_WIDTH, width_ms)  # before its first row: reads must walk it
+    await conn.execute(_MERGE_SETTINGS)
+    rows_in, rows_out = await _merge(conn, start, end, width_ms, finer)
     return start, end, rows_in, rows_out
 
 
 async def _chunk_end(
-    conn: Conn, oldest: datetime, cutoff: datetime, width_ms: int, chunk_rows: int
+    conn: Conn, oldest: datetime, tr: TierRange, finer: list[int], chunk_rows: int
 ) -> datetime:
     """Where a chunk holding `oldest` ends: before the row `chunk_rows` rows on, on a bucket
     boundary of the width when that leaves whole buckets, and always after `oldest` (so that a
     walk moves on even when all the rows of one bucket start are more than `chunk_rows`)."""
-    end: datetime | None = await conn.fetchval(_NTH, oldest, cutoff, chunk_rows)
+    width_ms, cutoff = tr.tier.width_ms, tr.cutoff
+    end: datetime | None = await conn.fetchval(_NTH, oldest, cutoff, finer, chunk_rows)
     if end is None:
         return cutoff
     if end == oldest:  # more rows start there than a chunk holds: they go together
-        end = await conn.fetchval(_NEXT_START, oldest, cutoff)
+        end = await conn.fetchval(_NEXT_START, oldest, cutoff, finer)
         return cutoff if end is None else end
     whole = floor_to(end, width_ms)
     return whole if whole > oldest else end
 
 
-async def _merge(conn: Conn, start: datetime, end: datetime, width_ms: int) -> tuple[int, int]:
+async def _merge(
+    conn: Conn, start: datetime, end: datetime, width_ms: int, finer: list[int]
+) -> tuple[int, int]:
     try:
-        row = await conn.fetchrow(_MERGE, start, end, width_ms)
+        row = await conn.fetchrow(_MERGE, start, end, width_ms, finer)
     except asyncpg.InsufficientPrivilegeError as exc:
         raise QueryFailed(
             f"{describe(exc)}: the services' role may not delete from counter_events yet; "

@@ -80,6 +80,8 @@ class Database:
                 max_size=max_size,
                 timeout=connect_timeout_s,
                 command_timeout=command_timeout_s,
+                # every query here is short: compiling one would cost more than it saves
+                server_settings={"jit": "off"},
             )
         assert pool is not None
         return cls(pool)

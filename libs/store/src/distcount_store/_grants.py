@@ -23,6 +23,8 @@ from distcount_store._errors import MigrationError, QueryFailed, mapped
 SERVICE_PRIVILEGES: Final[Mapping[str, tuple[str, ...]]] = {
     # the flush appends to the log; history and top read it; compaction merges old rows
     "counter_events": ("SELECT", "INSERT", "DELETE"),
+    # the widths rollup has written: rollup adds to it, reads walk it
+    "counter_widths": ("SELECT", "INSERT"),
     # the flush upserts (ON CONFLICT DO UPDATE reads the old value); GET /counters reads
     "counter_totals": ("SELECT", "INSERT", "UPDATE"),
     # read on assignment; the flush locks the row (FOR UPDATE), inserts or advances it

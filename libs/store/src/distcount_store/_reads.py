@@ -16,12 +16,21 @@ Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy | asyncpg.Pool
 _POSITIONS = """
 SELECT partition, next_offset, as_of FROM consumer_offsets WHERE group_id = $1 AND topic = $2
 """
+# Every width rows are kept at: 0 (as flushed) and those rollup wrote (see 0004_read_side.sql),
+# each read as one range scan of the index that leads with (key and) width. OFFSET 0 keeps the
+# planner from flattening the scan into one over every width, filtered afterwards.
+_WIDTHS = "unnest(ARRAY(SELECT width_ms FROM counter_widths) || 0) AS w(width_ms)"
 # Buckets are aligned to the epoch, and a step is a whole number of them (or of a rollup's
 # width over rolled-up ranges): each row falls in exactly one step.
-_HISTORY = """
-SELECT ((extract(epoch FROM bucket_start) * 1000)::bigint - $4) / $5 AS step, sum(delta) AS value
-FROM counter_events
-WHERE key = $1 AND bucket_start >= $2 AND bucket_start < $3
+_HISTORY = f"""
+SELECT ((extract(epoch FROM e.bucket_start) * 1000)::bigint - $4) / $5 AS step,
+       sum(e.delta) AS value
+FROM {_WIDTHS}
+CROSS JOIN LATERAL (
+    SELECT bucket_start, delta FROM counter_events
+    WHERE key = $1 AND width_ms = w.width_ms AND bucket_start >= $2 AND bucket_start < $3
+    OFFSET 0
+) AS e
 GROUP BY 1
 """
 _LIST = """
@@ -31,10 +40,15 @@ ORDER BY key COLLATE "C"
 LIMIT $4
 """
 # `until` leaves out buckets stamped in the future by a producer's clock
-_TOP = """
-SELECT key, sum(delta) AS value FROM counter_events
-WHERE bucket_start >= $1 AND bucket_start < $2
-GROUP BY key
+_TOP = f"""
+SELECT e.key, sum(e.delta) AS value
+FROM {_WIDTHS}
+CROSS JOIN LATERAL (
+    SELECT key, delta FROM counter_events
+    WHERE width_ms = w.width_ms AND bucket_start >= $1 AND bucket_start < $2
+    OFFSET 0
+) AS e
+GROUP BY e.key
 ORDER BY value DESC, key COLLATE "C"
 LIMIT $3
 """
