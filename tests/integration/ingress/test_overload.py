@@ -69,7 +69,9 @@ async def test_past_the_deadline_the_answer_is_503_and_every_202_is_in_kafka(
     assert rejected
     assert all(r.headers["retry-after"] == "1" for r in rejected)
     reasons = [r.json()["errors"]["kafka"][0] for r in rejected]
-    assert any("did not acknowledge the record within 1 ms" in reason for reason in reasons), set(reasons)
+    assert any("did not acknowledge the record within 1 ms" in reason for reason in reasons), set(
+        reasons
+    )
     accepted = {r.json()["data"]["key"] for r in responses if r.status_code == 202}
     assert len(accepted) + len(rejected) == len(responses)
     # never a 202 for a record that is not in Kafka (a 503'd one may be there too: see 503)
