@@ -42,6 +42,7 @@ SAMPLES = {
     "BUCKET_MS": "60000",
     "HTTP_HOST": "0.0.0.0",
     "HTTP_PORT": "8080",
+    "HTTP_REUSE_PORT": "on",
     "INGRESS_URL": "https://ingress.example:8443/distcount",
     "METRICS": "dogstatsd",
     "STATSD_HOST": "statsd.example",

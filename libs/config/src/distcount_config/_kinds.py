@@ -99,6 +99,22 @@ class Fraction(Kind[float]):
 
 
 @dataclass(frozen=True)
+class Switch(Kind[bool]):
+    @property
+    def accepts(self) -> str:
+        return "on or off"
+
+    def parse(self, raw: str) -> bool:
+        value = raw.lower()
+        if value not in ("on", "off"):
+            raise ValueError("")
+        return value == "on"
+
+    def show(self, value: bool) -> str:
+        return "on" if value else "off"
+
+
+@dataclass(frozen=True)
 class Choice(Kind[str]):
     options: tuple[str, ...]
 

@@ -40,6 +40,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         bucket_ms=v.get(t.BUCKET_MS),
         http_host=v.get(t.HTTP_HOST),
         http_port=v.get(t.HTTP_PORT),
+        http_reuse_port=v.get(t.HTTP_REUSE_PORT),
         ingress_url=v.get(t.INGRESS_URL),
         metrics=MetricsSettings(
             reporter=v.get(t.METRICS),

@@ -37,6 +37,7 @@ class Settings:
     bucket_ms: int
     http_host: str
     http_port: int
+    http_reuse_port: bool  # share the port with other ingress processes (SO_REUSEPORT)
     ingress_url: str  # where the commands that read find the ingress
     metrics: MetricsSettings
     max_live_entries: int

@@ -24,6 +24,7 @@ from distcount_config._kinds import (
     OrUnset,
     RepositoryUrl,
     Seconds,
+    Switch,
     Tags,
     Topic,
     Version,
@@ -191,6 +192,16 @@ HTTP_PORT: Final = Setting(
     SERVICES,
     "http_port",
     exported=True,
+)
+HTTP_REUSE_PORT: Final = Setting(
+    "HTTP_REUSE_PORT",
+    Switch(),
+    False,
+    "`on`: the ingress binds its port with SO_REUSEPORT, so that several ingress processes on "
+    "one machine share it and the kernel spreads connections among them (what `distcount dev "
+    "up --ingress-workers N` does; Linux spreads them, macOS does not)",
+    SERVICES,
+    "http_reuse_port",
 )
 INGRESS_URL: Final = Setting(
     "INGRESS_URL",
@@ -421,6 +432,7 @@ SETTINGS: Final[tuple[Setting[Any], ...]] = (
     BUCKET_MS,
     HTTP_HOST,
     HTTP_PORT,
+    HTTP_REUSE_PORT,
     INGRESS_URL,
     METRICS,
     STATSD_HOST,

@@ -181,14 +181,32 @@ async def stop(
     return True
 
 
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+def port_in_use(port: int, host: str = "127.0.0.1", *, shared: bool = False) -> bool:
+    """Whether binding `port` fails; `shared`: as a process that shares it with SO_REUSEPORT
+    would bind it, which only listeners that share it too (and run as the same user) allow."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             sock.bind((host, port))
         except OSError:
             return True
     return False
+
+
+def listens_on(record: ProcessRecord, port: int) -> bool:
+    """Whether the process of `record` has a TCP socket listening on `port`."""
+    process = running(record)
+    if process is None:
+        return False
+    try:
+        connections = process.net_connections(kind="tcp")
+    except psutil.Error:
+        return False
+    return any(
+        c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in connections
+    )
 
 
 def tail(path: Path, lines: int = 15) -> str:

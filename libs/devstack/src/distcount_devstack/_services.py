@@ -12,9 +12,11 @@ from distcount_devstack._process import (
     ProcessRecord,
     is_alive,
     last_words,
+    listens_on,
     spawn,
     wait_started,
 )
+from distcount_devstack._scale import INGRESS
 from distcount_devstack._wait import wait_until
 from distcount_metrics import console_blocks
 
@@ -23,16 +25,22 @@ _METRICS_TAIL_BYTES = 256 * 1024
 
 
 class ServiceNode:
-    def __init__(self, name: str, home: Path) -> None:
+    """One process of a service: `name` is its own (`ingress`, `ingress-2`), `service` what it
+    runs (`ingress`); its log is `<home>/<name>.log`."""
+
+    def __init__(self, name: str, home: Path, service: str | None = None) -> None:
         self.name = name
+        self.service = service if service is not None else name
         self.home = home
         self.log = home / f"{name}.log"
 
     def start(self, extra_env: Mapping[str, str]) -> ProcessRecord:
         self.home.mkdir(parents=True, exist_ok=True)
-        return spawn(
-            [sys.executable, "-m", "distcount_cli", self.name], self.log, extra_env=extra_env
-        )
+        if self.service == INGRESS:
+            # its port shared with the stack's other ingress processes
+            extra_env = {**extra_env, "DISTCOUNT_HTTP_REUSE_PORT": "on"}
+        argv = [sys.executable, "-m", "distcount_cli", self.service]
+        return spawn(argv, self.log, extra_env=extra_env)
 
     def metrics_blocks(self) -> list[str]:
         """The console metrics blocks near the end of the service's log, oldest first."""
@@ -51,11 +59,17 @@ class ServiceNode:
             raise DevStackError(f"the {self.name} exited during startup; {last_words([self.log])}")
 
     async def wait_http(self, record: ProcessRecord, port: int, timeout_s: float) -> None:
+        """Until this very process listens on `port` (which others may share) and the port
+        answers."""
+
+        async def ready() -> bool:
+            return listens_on(record, port) and await http_ok("127.0.0.1", port, "/health/live")
+
         await wait_started(
             f"the {self.name}",
             record,
             [self.log],
-            ready=lambda: http_ok("127.0.0.1", port, "/health/live"),
+            ready=ready,
             timeout_s=timeout_s,
             where=f"on port {port}",
         )

@@ -3,7 +3,8 @@
 `up` starts only what is not running (so after a crash it restarts just the missing piece), uses
 services the environment points at instead of starting its own, then creates the database and the
 services' role, applies the migrations (as the superuser, which grants that role its privileges)
-and creates the topics.
+and creates the topics. It runs as many ingress and aggregator processes as it is asked (`Scale`;
+one of each by default), starting those missing and stopping those beyond the counts.
 """
 
 from __future__ import annotations
@@ -21,7 +22,18 @@ from distcount_devstack._errors import DevStackError
 from distcount_devstack._health import ComponentStatus, always, component_status
 from distcount_devstack._java import checked_java
 from distcount_devstack._maven import KafkaJars, find_maven
-from distcount_devstack._process import ProcessRecord, is_alive, port_in_use, stop
+from distcount_devstack._process import ProcessRecord, is_alive, listens_on, port_in_use, stop
+from distcount_devstack._scale import (
+    AGGREGATOR,
+    INGRESS,
+    SERVICES,
+    Scale,
+    extra_names,
+    instance_names,
+    parse_instance,
+    recorded_counts,
+    wanted_names,
+)
 from distcount_devstack._services import ServiceNode, http_ok
 from distcount_devstack._state import StackState, locked
 from distcount_store import (
@@ -38,9 +50,6 @@ from distcount_store import (
 
 KAFKA = "kafka"
 POSTGRES = "postgres"
-INGRESS = "ingress"
-AGGREGATOR = "aggregator"
-SERVICES = (INGRESS, AGGREGATOR)
 _LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
 
@@ -59,10 +68,25 @@ class Stack:
         self.postgres = _postgres.PostgresNode(
             self.dev.state_dir / POSTGRES, self.dev.postgres_port
         )
-        self.services = {name: ServiceNode(name, self.dev.state_dir / name) for name in SERVICES}
         self.jars = KafkaJars(self.dev.cache_dir, self.dev.kafka_version, self.dev.maven_repo_url)
 
     # -- where things are -------------------------------------------------------------------
+
+    @property
+    def services(self) -> dict[str, ServiceNode]:
+        """The service processes, by name: those recorded in the state folder, at least one
+        ingress and one aggregator, each service's in order (`dev metrics` reads their logs)."""
+        counts = recorded_counts(StackState.load(self.dev.state_dir).processes)
+        return {
+            name: self._node(name)
+            for name in wanted_names({s: max(1, counts[s]) for s in SERVICES})
+        }
+
+    def _node(self, name: str) -> ServiceNode:
+        parsed = parse_instance(name)
+        if parsed is None:
+            raise ValueError(f"{name} names no service process")
+        return ServiceNode(name, self.dev.state_dir / name, parsed[0])
 
     @property
     def external_kafka(self) -> bool:
@@ -110,10 +134,21 @@ class Stack:
 
     # -- up -----------------------------------------------------------------------------------
 
-    async def up(self, services: bool = True) -> None:
-        """Start what is missing; `services=False` leaves out the ingress and the aggregator."""
+    async def up(
+        self,
+        services: bool = True,
+        *,
+        ingress_workers: int | None = None,
+        aggregators: int | None = None,
+    ) -> None:
+        """Start what is missing; `services=False` leaves out the ingress and the aggregators.
+        `ingress_workers`, `aggregators`: how many processes of each (1 to `MAX_PROCESSES`),
+        those beyond stopped; None: as many as the stack runs (as its state folder records
+        them, a crashed one included), 1 when it runs none."""
+        scale = Scale(ingress_workers, aggregators)  # refused before anything starts
         with locked(self.dev.state_dir, self.say):
             state = StackState.load(self.dev.state_dir)
+            counts = scale.counts(state.processes)
             state.check_data(self.kafka.data_dir, self.postgres.data_dir)
             start_kafka = not self.external_kafka and not _alive(state, KAFKA)
             start_postgres = not self.external_postgres and not _alive(state, POSTGRES)
@@ -124,8 +159,14 @@ class Stack:
             if java is not None and not self.jars.cached:
                 find_maven()
             bindir = _postgres.find_bindir() if start_postgres else None
-            start_ingress = services and not _alive(state, INGRESS)
-            self._check_ports(start_kafka, start_postgres, start_ingress)
+            start_ingress = services and not all(
+                _alive(state, name) for name in instance_names(INGRESS, counts[INGRESS])
+            )
+            # the port is free, or the stack's own ingress processes share it with a new one
+            sharing = _running(state, INGRESS)
+            self._check_ports(start_kafka, start_postgres, start_ingress and not sharing)
+            if start_ingress and sharing:
+                self._check_port_shared(sharing)
 
             # then what takes long but changes nothing that runs
             libs = None
@@ -140,7 +181,7 @@ class Stack:
             await asyncio.gather(*starts)
             await self._provision()
             if services:
-                await self._start_services(state)
+                await self._start_services(state, counts)
 
     async def _start_postgres(self, state: StackState, bindir: Path) -> None:
         if not self.postgres.initialised:
@@ -172,7 +213,20 @@ class Stack:
         self.say(f"kafka: started Apache Kafka {self.dev.kafka_version} (pid {record.pid})")
         await self.kafka.wait_ready(record, timeout_s=120)
 
-    async def _start_services(self, state: StackState) -> None:
+    async def _start_services(self, state: StackState, counts: dict[str, int]) -> None:
+        extra = extra_names(state.processes, counts)
+        if extra:
+            self.say(
+                f"running {counts[INGRESS]} ingress and {counts[AGGREGATOR]} aggregator "
+                f"processes: stopping {', '.join(extra)}"
+            )
+            await self._stop_services(state, extra)
+        if counts[AGGREGATOR] > self.settings.partitions:
+            self.say(
+                f"aggregator: hint: {counts[AGGREGATOR]} aggregators share "
+                f"{self.settings.partitions} partitions; "
+                f"{counts[AGGREGATOR] - self.settings.partitions} of them get none and stand by"
+            )
         env = {
             "DISTCOUNT_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "DISTCOUNT_DATABASE_URL": self.database_url,
@@ -186,14 +240,15 @@ class Stack:
             if not self.dev.sample_rate_chosen:
                 env["DISTCOUNT_METRICS_SAMPLE_RATE"] = "1"
         waits = []
-        for name, node in self.services.items():
+        for name in wanted_names(counts):
             if _alive(state, name):
                 continue
+            node = self._node(name)
             record = node.start(env)
             state.processes[name] = record
             state.save()
             self.say(f"{name}: started (pid {record.pid}); log in {node.log}")
-            if name == INGRESS:
+            if node.service == INGRESS:
                 waits.append(node.wait_http(record, self.settings.http_port, timeout_s=60))
             else:
                 waits.append(node.wait_alive(record, settle_s=2.0))
@@ -232,6 +287,19 @@ class Stack:
                     f"port {port} on 127.0.0.1, wanted for {what}, is already in use by another "
                     f"process; stop that process, or choose another port with {variable}"
                 )
+
+    def _check_port_shared(self, running: list[ProcessRecord]) -> None:
+        """A new ingress process can join those `running` only if whatever listens on the port
+        shares it."""
+        port = self.settings.http_port
+        if port_in_use(port, shared=True):
+            pids = ", ".join(str(record.pid) for record in running)
+            raise DevStackError(
+                f"port {port} on 127.0.0.1 cannot be shared (SO_REUSEPORT) with the ingress "
+                f"processes that run (pid {pids}): one was started by a `distcount dev up` from "
+                "before --ingress-workers, or another program listens there too. Run `distcount "
+                "dev down`, then `distcount dev up` with the counts again"
+            )
 
     async def _provision(self) -> None:
         if not self.external_postgres:
@@ -293,8 +361,11 @@ class Stack:
                 )
 
     async def _stop_all(self, state: StackState) -> None:
-        # the services first: the aggregator flushes on SIGTERM, which needs both servers
-        for name in (*SERVICES, KAFKA, POSTGRES):
+        # the services first: the aggregators flush on SIGTERM, which needs both servers
+        await self._stop_services(
+            state, [name for name in state.processes if parse_instance(name) is not None]
+        )
+        for name in (KAFKA, POSTGRES):
             record = state.processes.pop(name, None)
             if record is None or not is_alive(record):
                 continue
@@ -305,10 +376,30 @@ class Stack:
                 self.say(f"{name}: did not stop within {self.dev.stop_timeout_s:.0f} s; killed")
             state.save()
 
+    async def _stop_services(self, state: StackState, names: list[str]) -> None:
+        """SIGTERM to the service processes `names` at once (aggregators stopped together hand
+        no partitions to each other), SIGKILL to those still running after the timeout; their
+        entries leave the state."""
+        order = {name: i for i, name in enumerate(wanted_names(recorded_counts(names)))}
+        stopping = []
+        for name in sorted(names, key=lambda n: order.get(n, len(order))):
+            record = state.processes.pop(name, None)
+            if record is None or not is_alive(record):
+                continue
+            self.say(f"{name}: stopping pid {record.pid}")
+            stopping.append((name, record))
+        timeout_s = self.dev.stop_timeout_s
+        killed = await asyncio.gather(*(stop(record, timeout_s) for _, record in stopping))
+        for (name, _), was_killed in zip(stopping, killed, strict=True):
+            if was_killed:
+                self.say(f"{name}: did not stop within {timeout_s:.0f} s; killed")
+        state.save()
+
     # -- status ---------------------------------------------------------------------------------
 
     async def status(self) -> list[ComponentStatus]:
         state = StackState.load(self.dev.state_dir)
+        counts = Scale().counts(state.processes)
         kafka_url, database_url = self.kafka_bootstrap, self.database_url
         http_port = self.settings.http_port
         return list(
@@ -327,28 +418,49 @@ class Stack:
                     redact(database_url),
                     lambda: _postgres.answers(database_url, timeout_s=3),
                 ),
-                component_status(
-                    INGRESS,
-                    state.processes.get(INGRESS),
-                    False,
-                    f"http://127.0.0.1:{http_port}",
-                    lambda: http_ok("127.0.0.1", http_port, "/health/ready"),
+                *(
+                    self._ingress_status(name, state.processes.get(name), http_port)
+                    for name in instance_names(INGRESS, counts[INGRESS])
                 ),
-                self._aggregator_status(state.processes.get(AGGREGATOR)),
+                self._aggregator_status(state.processes.get(AGGREGATOR), stalls=True),
+                *(
+                    self._aggregator_status(state.processes.get(name), name=name)
+                    for name in instance_names(AGGREGATOR, counts[AGGREGATOR])[1:]
+                ),
             )
         )
 
-    async def _aggregator_status(self, record: ProcessRecord | None) -> ComponentStatus:
-        stalls = await self.stalls()
+    @staticmethod
+    async def _ingress_status(
+        name: str, record: ProcessRecord | None, port: int
+    ) -> ComponentStatus:
+        """Healthy: this process listens on the port, and the port answers ready (the port is
+        shared: which process answers is the kernel's choice)."""
+
+        async def ready() -> bool:
+            return (
+                record is not None
+                and listens_on(record, port)
+                and await http_ok("127.0.0.1", port, "/health/ready")
+            )
+
+        return await component_status(name, record, False, f"http://127.0.0.1:{port}", ready)
+
+    async def _aggregator_status(
+        self, record: ProcessRecord | None, name: str = AGGREGATOR, stalls: bool = False
+    ) -> ComponentStatus:
+        """`stalls`: the row that tells the group's stalled partitions (the first aggregator's:
+        which of them holds a stalled partition is the group's choice)."""
         status = await component_status(
-            AGGREGATOR, record, False, f"group {self.settings.group_id}", always
+            name, record, False, f"group {self.settings.group_id}", always
         )
-        if not stalls:
+        stalled = await self.stalls() if stalls else []
+        if not stalled:
             return status
         return replace(
             status,
             healthy=False,
-            problems=tuple(f"counting stopped: {stall.describe()}" for stall in stalls),
+            problems=tuple(f"counting stopped: {stall.describe()}" for stall in stalled),
         )
 
     async def stalls(self) -> list[Stall]:
@@ -369,3 +481,14 @@ class Stack:
 def _alive(state: StackState, name: str) -> bool:
     record: ProcessRecord | None = state.processes.get(name)
     return record is not None and is_alive(record)
+
+
+def _running(state: StackState, service: str) -> list[ProcessRecord]:
+    """The recorded processes of `service` that run."""
+    return [
+        record
+        for name, record in state.processes.items()
+        if (parsed := parse_instance(name)) is not None
+        and parsed[0] == service
+        and is_alive(record)
+    ]

@@ -29,6 +29,8 @@ EXIT_ERROR = 1
 EXIT_BAD_INPUT = 2  # as argparse exits for arguments it cannot parse
 EXIT_UNHEALTHY = 3
 SERVICES = ("ingress", "aggregator")
+# the most processes of one service `dev up` runs (as distcount_devstack's MAX_PROCESSES)
+MAX_DEV_PROCESSES = 16
 NO_DEV_STACK = (
     "`distcount dev` runs the local stack, which this install leaves out: install the `dev` "
     "extra (pip install 'distcount-cli[dev]'), or, in a checkout, the `dev` group (`uv sync`, "
@@ -50,7 +52,21 @@ def _parser() -> argparse.ArgumentParser:
         "dev", help="the local stack: Kafka, PostgreSQL and the services (the `dev` extra)"
     )
     dev_commands = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
-    dev_commands.add_parser("up", help="start whatever is not running yet, then migrate")
+    up = dev_commands.add_parser("up", help="start whatever is not running yet, then migrate")
+    up.add_argument(
+        "--ingress-workers",
+        type=_process_count,
+        metavar="N",
+        help="ingress processes, sharing DISTCOUNT_HTTP_PORT (1 to "
+        f"{MAX_DEV_PROCESSES}; default: as many as run now, else 1)",
+    )
+    up.add_argument(
+        "--aggregators",
+        type=_process_count,
+        metavar="M",
+        help=f"aggregator processes, in the one consumer group (1 to {MAX_DEV_PROCESSES}; "
+        "default: as many as run now, else 1)",
+    )
     down = dev_commands.add_parser("down", help="stop what `up` started; the data is kept")
     down.add_argument("--purge", action="store_true", help="also delete the state folder")
     status = dev_commands.add_parser("status", help="each process with its pid and health")
@@ -91,6 +107,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     _compact.add_parser(commands)
     return parser
+
+
+def _process_count(text: str) -> int:
+    """How many processes of a service `dev up` runs (the local stack checks the bound too)."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= count <= MAX_DEV_PROCESSES:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_DEV_PROCESSES}, not {count}")
+    return count
 
 
 def _add_reads(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -234,7 +261,7 @@ def _serve(service: str, settings: Settings) -> int:
 
 def _dev(args: argparse.Namespace, stack: Stack) -> int:
     if args.dev_command == "up":
-        asyncio.run(stack.up())
+        asyncio.run(stack.up(ingress_workers=args.ingress_workers, aggregators=args.aggregators))
         print("the stack is up; `distcount dev status --env` prints its endpoints")
         return 0
     if args.dev_command == "down":
@@ -250,11 +277,12 @@ def _dev(args: argparse.Namespace, stack: Stack) -> int:
 
 def _print_status(stack: Stack) -> int:
     rows = asyncio.run(stack.status())
-    print(f"{'NAME':<10} {'PID':>8}  {'STATE':<12} {'ORIGIN':<9} ENDPOINT")
+    wide = max([10, *(len(row.name) for row in rows)])  # `aggregator-12` with the rest
+    print(f"{'NAME':<{wide}} {'PID':>8}  {'STATE':<12} {'ORIGIN':<9} ENDPOINT")
     for row in rows:
         state = "healthy" if row.healthy else "unhealthy" if row.running else "stopped"
         pid = str(row.pid) if row.pid is not None else "-"
-        print(f"{row.name:<10} {pid:>8}  {state:<12} {row.origin:<9} {row.endpoint}")
+        print(f"{row.name:<{wide}} {pid:>8}  {state:<12} {row.origin:<9} {row.endpoint}")
     for row in rows:
         for problem in row.problems:
             print(f"{row.name}: {problem}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
@@ -79,7 +80,10 @@ async def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=settings.produce_timeout_ms // 1000 + 5,
     )
     server = uvicorn.Server(config)
-    serving = asyncio.ensure_future(server.serve())
+    sockets = None
+    if settings.http_reuse_port:
+        sockets = [shared_socket(settings.http_host, settings.http_port)]
+    serving = asyncio.ensure_future(server.serve(sockets=sockets))
     try:
         with collect_garbage_rarely():
             await asyncio.shield(serving)
@@ -92,6 +96,25 @@ async def serve(settings: Settings) -> None:
         await _close(
             publisher, database
         )  # again, for a startup that failed before the lifespan ran
+
+
+def shared_socket(host: str, port: int) -> socket.socket:
+    """A listening address bound with SO_REUSEPORT (DISTCOUNT_HTTP_REUSE_PORT): every process
+    bound so to the same address gets a share of its connections, as the kernel spreads them."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise OSError("DISTCOUNT_HTTP_REUSE_PORT=on needs SO_REUSEPORT, which this system lacks")
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 @contextmanager
