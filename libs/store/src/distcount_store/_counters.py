@@ -8,10 +8,12 @@ the partition now (or did in between): nothing is written and the caller must re
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import islice
+from typing import Final
 
 import asyncpg
 
@@ -49,20 +51,24 @@ SET next_offset = $4, as_of = greatest(as_of, $5), updated_at = now()
 WHERE group_id = $1 AND topic = $2 AND partition = $3
 """
 )
-_INSERT_EVENTS_WIDE = """
-INSERT INTO counter_events (key, bucket_start, delta)
-SELECT key, to_timestamp(bucket_ms / 1000.0), delta
-FROM unnest($1::text[], $2::bigint[], $3::numeric[]) AS e(key, bucket_ms, delta)
-"""
 # keys arrive sorted: two transactions touching the same keys lock them in the same order
 _UPSERT_TOTALS_WIDE = """
 INSERT INTO counter_totals AS t (key, value)
 SELECT key, delta FROM unnest($1::text[], $2::numeric[]) AS d(key, delta)
 ON CONFLICT (key) DO UPDATE SET value = t.value + excluded.value, updated_at = now()
 """
-# the same with bigint arrays, for the usual deltas that fit in 64 bits
-_INSERT_EVENTS = _INSERT_EVENTS_WIDE.replace("$3::numeric[]", "$3::bigint[]")
+# the same with a bigint array, for the usual sums that fit in 64 bits: it encodes far faster
 _UPSERT_TOTALS = _UPSERT_TOTALS_WIDE.replace("$2::numeric[]", "$2::bigint[]")
+# The event rows go by COPY FROM STDIN (which needs no more than INSERT on the table), in its
+# text format: chunks of lines are cheap to build, a delta of any size is its decimal digits
+# (as exact as numeric, with no 64-bit fast path to choose), and the server parses the rows
+# with no statement to plan or array to unpack.
+_EVENT_COLUMNS: Final = ["key", "bucket_start", "delta"]
+_COPY_CHUNK_ROWS: Final = 5000
+# what COPY's text format reads as other than itself: a backslash starts an escape, a tab ends
+# a column, a newline or a carriage return ends a row
+_COPY_ESCAPES: Final = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _READ_OFFSETS = """
 SELECT partition, next_offset FROM consumer_offsets
 WHERE group_id = $1 AND topic = $2 AND partition = ANY($3::int[])
@@ -93,7 +99,11 @@ class Fenced:
 
 async def flush_partition(conn: Conn, flush: PartitionFlush) -> Fenced | int:
     """Write one partition's deltas and advance its offset in one transaction; on success, the
-    number of event rows written (deltas that summed to zero write none)."""
+    number of event rows written (deltas that summed to zero write none).
+
+    The deltas are read while the transaction runs (their rows stream to the server a chunk
+    at a time), so they must not change until this returns: the aggregator folds and flushes
+    under one lock."""
     ident = (flush.group_id, flush.topic, flush.partition)
     with mapped(f"flushing partition {flush.partition}"):
         return await _flush(conn, flush, ident)
@@ -117,36 +127,67 @@ async def _flush(conn: Conn, flush: PartitionFlush, ident: tuple[str, str, int])
 
 
 async def _write_deltas(conn: Conn, deltas: Mapping[int, Mapping[str, int]]) -> int:
-    keys: list[str] = []
-    starts: list[int] = []
-    values: list[int] = []
+    """The event rows, then the totals; the number of event rows (a delta of 0, increments that
+    cancelled out within a bucket, leaves none)."""
+    status = await conn.copy_to_table(
+        "counter_events", source=_event_chunks(deltas), columns=_EVENT_COLUMNS, format="text"
+    )
+    rows = int(status.rpartition(" ")[2])  # "COPY <rows>"
+    if rows:
+        keys, sums = _totals(deltas)
+        if keys:
+            wide = _needs_numeric(sums)
+            await conn.execute(_UPSERT_TOTALS_WIDE if wide else _UPSERT_TOTALS, keys, sums)
+    return rows
+
+
+async def _event_chunks(deltas: Mapping[int, Mapping[str, int]]) -> AsyncIterator[bytes]:
+    """The event rows in COPY's text format, `_COPY_CHUNK_ROWS` at a time: the event loop gets
+    a turn between chunks, and a large flush never holds all its rows as text at once."""
     for bucket_start_ms, bucket in deltas.items():
-        keys += bucket.keys()
-        values += bucket.values()
-        starts += [bucket_start_ms] * len(bucket)
-    if 0 in values:  # increments that cancelled out within a bucket leave no event
-        kept = [i for i, value in enumerate(values) if value != 0]
-        keys, starts, values = (
-            [keys[i] for i in kept],
-            [starts[i] for i in kept],
-            [values[i] for i in kept],
+        stamp = bucket_start_text(bucket_start_ms)
+        entries = iter(bucket.items())
+        while chunk := list(islice(entries, _COPY_CHUNK_ROWS)):
+            if text := copy_text(chunk, stamp):
+                yield text
+
+
+def copy_text(entries: list[tuple[str, int]], stamp: str) -> bytes:
+    """`key<TAB>stamp<TAB>delta` lines for the entries whose delta is not 0, in COPY's text
+    format: a key holding a character that format reads as other than itself is escaped."""
+    lines = [f"{key}\t{stamp}\t{delta}\n" for key, delta in entries if delta]
+    text = "".join(lines)
+    rows = len(lines)
+    # one scan each, in C, instead of a look at every key: keys needing escapes are rare
+    if "\\" in text or "\r" in text or text.count("\t") != 2 * rows or text.count("\n") != rows:
+        text = "".join(
+            f"{key.translate(_COPY_ESCAPES)}\t{stamp}\t{delta}\n" for key, delta in entries if delta
         )
-    if not keys:
-        return 0
+    return text.encode()
+
+
+def bucket_start_text(bucket_start_ms: int) -> str:
+    """A bucket's start as timestamptz input: exact to the millisecond, in UTC."""
+    return (_EPOCH + timedelta(milliseconds=bucket_start_ms)).isoformat()
+
+
+def _totals(deltas: Mapping[int, Mapping[str, int]]) -> tuple[list[str], list[int]]:
+    """(keys, sums): each key's sum over the buckets, for the keys whose sum is not 0, in key
+    order (code points, which is also the byte order of their UTF-8)."""
     if len(deltas) == 1:
-        totals = dict(zip(keys, values, strict=True))  # one bucket: a key appears once
+        (totals,) = deltas.values()  # one bucket: a key appears once
     else:
-        totals = {}
-        for key, value in zip(keys, values, strict=True):
-            totals[key] = totals.get(key, 0) + value
-    sorted_keys = sorted(key for key, total in totals.items() if total != 0)
-    sums = [totals[key] for key in sorted_keys]
-    # bigint arrays encode far faster than numeric ones; numeric only when a sum needs it
-    wide = _needs_numeric(values) or _needs_numeric(sums)
-    await conn.execute(_INSERT_EVENTS_WIDE if wide else _INSERT_EVENTS, keys, starts, values)
-    if sorted_keys:
-        await conn.execute(_UPSERT_TOTALS_WIDE if wide else _UPSERT_TOTALS, sorted_keys, sums)
-    return len(keys)
+        summed: dict[str, int] = {}
+        get = summed.get
+        for bucket in deltas.values():
+            for key, delta in bucket.items():
+                summed[key] = get(key, 0) + delta
+        totals = summed
+    if 0 in totals.values():
+        keys = sorted(key for key, total in totals.items() if total)
+    else:
+        keys = sorted(totals)
+    return keys, list(map(totals.__getitem__, keys))
 
 
 def _needs_numeric(values: list[int]) -> bool:

@@ -73,7 +73,12 @@ class Aggregator:
         self._next_probe_ms = 0
         self._fetcher = GuardedFetch(consumer, MAX_RECORDS_PER_FETCH)
         self._checkpointer = Checkpointer(
-            settings.group_id, consumer, database, dead_letters, self._metrics
+            settings.group_id,
+            consumer,
+            database,
+            dead_letters,
+            self._metrics,
+            forget=self._decoder.known.clear,
         )
         self._stalls = Stalls(settings, consumer, database, self._metrics)
         self.listener = _Listener(self)

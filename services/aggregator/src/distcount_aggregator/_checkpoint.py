@@ -5,14 +5,20 @@ first, then its deltas and its next offset go to PostgreSQL together (see distco
 committed partition starts afresh from the offset it stored; a fenced one (another process
 flushed it meanwhile) drops what it folded and reads again from the stored offset; a failed
 one keeps everything for the next attempt, after a backoff.
+
+A flush that drops a large state also hands the memory it held back to the system (see
+`Checkpointer.flush`): otherwise the process would keep its peak size for good.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import gc
 import logging
+import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Final
 
@@ -30,6 +36,43 @@ log = logging.getLogger("distcount.aggregator")
 
 # the longest the loop waits for records before it looks at the clock again
 MAX_WAIT_MS: Final = 500
+# a flush that drops at least this many entries (some 10 MB or more) hands their memory back
+RELEASE_AFTER_ENTRIES: Final = 100_000
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's `malloc_trim`, or None where the C library is another (musl, macOS, Windows)."""
+    try:
+        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
+            return None
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (AttributeError, OSError, ValueError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+_MALLOC_TRIM: Final = _malloc_trim()
+
+
+def release_memory() -> bool:
+    """Hand memory the process no longer uses back to the system; whether the C heap could be
+    trimmed (glibc only: elsewhere only the collection runs).
+
+    First a full collection: the garbage that only the cycle collector frees (the driver's and
+    the event loop's, made while the state lived) sits in Python's arenas, and an arena goes back
+    to the system only once every object in it is freed. Then `malloc_trim(0)`: the large tables
+    of a state's dicts live on glibc's heap, which returns freed memory only from its top by
+    itself, and after a large free raises the size under which it keeps memory; trimming returns
+    every whole free page. Some 20 to 40 ms after a flush of a million entries, most of it the
+    collection (see benchmarks/memory.py).
+    """
+    gc.collect()
+    if _MALLOC_TRIM is None:
+        return False
+    _MALLOC_TRIM(0)
+    return True
 
 
 class FlushPolicy:
@@ -79,12 +122,21 @@ class Checkpointer:
         database: Database,
         dead_letters: DeadLetters,
         metrics: AggregatorMetrics,
+        *,
+        forget: Callable[[], object] | None = None,
     ) -> None:
+        """`forget` is called after a flush that dropped a large state, before its memory is
+        handed back; for the aggregator, its decoder's `known.clear`. The values a decoder keeps
+        were made while folding, among the state's objects, in the same arenas of Python's
+        allocator, which go back to the system only once empty: a few of them left in each keep
+        most of a large state resident (see benchmarks/memory.py). The cost: the next records
+        decode their values again, at most `MAX_KNOWN_VALUES` of them."""
         self._group = group_id
         self._consumer = consumer
         self._database = database
         self._dead_letters = dead_letters
         self._metrics = metrics
+        self._forget = forget
         self._lag_commits: set[asyncio.Future[None]] = set()
 
     async def flush(self, states: Iterable[PartitionState], topic: str, reason: str) -> bool:
@@ -102,11 +154,14 @@ class Checkpointer:
         )
         committed: dict[TopicPartition, int] = {}
         ok = True
+        dropped = 0  # entries whose memory this flush frees
         for state, result in zip(dirty, results, strict=True):
             if isinstance(result, BaseException):
                 ok = False
                 self._failed(state, reason, result)
-            elif isinstance(result, Fenced):
+                continue
+            dropped += state.entries
+            if isinstance(result, Fenced):
                 await self._fenced(state, topic, result)
             else:
                 if state.dirty:
@@ -114,6 +169,12 @@ class Checkpointer:
                     committed[TopicPartition(topic, state.partition)] = state.folded_until
                 state.committed()
                 self._dead_letters.forget(state.partition)
+        if dropped >= RELEASE_AFTER_ENTRIES:
+            # first what keeps the state's memory from being freed: the decoder's memory of
+            # values refills from the next records (at most MAX_KNOWN_VALUES decoded again)
+            if self._forget is not None:
+                self._forget()
+            release_memory()
         if committed:
             task = asyncio.ensure_future(self._commit_for_lag(committed))
             self._lag_commits.add(task)
