@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+import distcount_client
 from distcount_cli import _logs, _main, _reads
 from distcount_client import AsyncClient, Entry, History, Point, Top
 
@@ -47,7 +48,8 @@ def ingress(monkeypatch: pytest.MonkeyPatch) -> Iterator[Ingress]:
         assert base_url == URL
         return AsyncClient(base_url, http=httpx.AsyncClient(transport=transport))
 
-    monkeypatch.setattr(_reads, "AsyncClient", client)
+    # the commands import the client as they run (see _reads._ingress): patched where they find it
+    monkeypatch.setattr(distcount_client, "AsyncClient", client)
     for name in [name for name in os.environ if name.startswith("DISTCOUNT_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("DISTCOUNT_INGRESS_URL", URL)

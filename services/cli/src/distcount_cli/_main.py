@@ -17,7 +17,6 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 from distcount_cli import _client, _compact, _logs, _operator, _reads
-from distcount_client import InvalidInput
 from distcount_config import DevSettings, Settings, load, load_dev
 from distcount_core import DistcountError
 from distcount_store import find_migrations, migrate, service_role
@@ -185,14 +184,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = load()
         _configure_logging(args.command, settings)
         sys.exit(_run(args, settings))
-    except InvalidInput as exc:  # the ingress refused an argument, as argparse would
-        _report(settings, f"error: {exc}")
-        sys.exit(EXIT_BAD_INPUT)
     except DistcountError as exc:  # every error of the project's own: a message, no trace
         _report(settings, f"error: {exc}")
-        sys.exit(EXIT_ERROR)
+        # the ingress refused an argument: as argparse exits for one it cannot parse
+        sys.exit(EXIT_BAD_INPUT if _invalid_input(exc) else EXIT_ERROR)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _invalid_input(exc: DistcountError) -> bool:
+    """Whether the ingress refused an argument of the command. The client is imported only by
+    the commands that read through it (see _reads), so none other can meet its errors."""
+    client = sys.modules.get("distcount_client")
+    return client is not None and isinstance(exc, client.InvalidInput)
 
 
 def _say(line: str) -> None:

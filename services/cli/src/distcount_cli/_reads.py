@@ -11,11 +11,13 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from distcount_client import AsyncClient, Counter, History, NotFound, Top, TransportError
 from distcount_config import Settings
 from distcount_core import DistcountError
+
+if TYPE_CHECKING:
+    from distcount_client import AsyncClient, Counter, History, Top
 
 BAR_WIDTH: Final = 40
 _EPOCH_MS: Final = re.compile(r"-?[0-9]+")
@@ -44,6 +46,10 @@ def moment(text: str) -> datetime | int:
 
 @asynccontextmanager
 async def _ingress(settings: Settings) -> AsyncIterator[AsyncClient]:
+    # imported here: the client's HTTP stack takes a quarter of a second to import, which every
+    # other command (the services' start-up among them) would pay for nothing
+    from distcount_client import AsyncClient, NotFound, TransportError  # noqa: PLC0415
+
     try:
         async with AsyncClient(settings.ingress_url) as client:
             yield client
