@@ -1,13 +1,15 @@
 """Reports: a JSON file with every figure and setting, a Markdown file with the tables (also
 printed), a headline figure held against its limit, and the exit status that goes with it.
 
-Files go to benchmarks/results/ (git-ignored): `<name>-<UTC stamp>.json` and `.md`, and the
-children's output to `logs/<name>-<UTC stamp>/`.
+Files go to benchmarks/results/ (git-ignored), or to the folder `BENCHMARK_RESULTS_DIR` names
+(the suite's dated folder): `<name>-<UTC stamp>.json` and `.md`, and the children's output to
+`logs/<name>-<UTC stamp>/`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from harness._console import say, utc_stamp
 from harness._machine import machine_facts
 from harness._process import BENCH_DIR, ROOT
 
-RESULTS_DIR = BENCH_DIR / "results"
+RESULTS_DIR = Path(os.environ.get("BENCHMARK_RESULTS_DIR") or BENCH_DIR / "results").absolute()
 EXIT_STATUS = {"PASS": 0, "FAIL": 1, "ERROR": 2}
 
 
@@ -120,7 +122,7 @@ class Session:
         json_path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
         md_path.write_text(markdown + "\n", encoding="utf-8")
         print(f"\n{markdown}\n", flush=True)
-        say(f"wrote {json_path.relative_to(ROOT)} and {md_path.relative_to(ROOT)}")
+        say(f"wrote {_shown(json_path)} and {_shown(md_path)}")
         return EXIT_STATUS[data["summary"]["verdict"]]
 
     def failed(
@@ -136,6 +138,11 @@ class Session:
             *lines,
         ]
         return self.finish(data, "\n".join(md))
+
+
+def _shown(path: Path) -> str:
+    """A path as the report names it: from the checkout's root when it is inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def error_lines(error: str | None) -> list[str]:
