@@ -4,6 +4,7 @@ ingress and the aggregator."""
 from distcount_codec._errors import InvalidIncrement, InvalidJSON, InvalidRecord
 from distcount_codec._increment import (
     Increment,
+    batch_records,
     decode_record,
     encode_record,
     sum_by_key,
@@ -37,6 +38,7 @@ __all__ = [
     "InvalidJSON",
     "InvalidRecord",
     "RecordDecoder",
+    "batch_records",
     "batch_schema",
     "decode_record",
     "encode_record",

@@ -15,6 +15,8 @@ import orjson
 from distcount_codec._errors import InvalidIncrement, InvalidJSON, InvalidRecord
 from distcount_codec._json import parse_json
 from distcount_codec._rules import (
+    ALWAYS_SHORT_ENOUGH,
+    CONTROL,
     INT64_MAX,
     INT64_MIN,
     key_errors,
@@ -86,6 +88,49 @@ def sum_by_key(increments: Iterable[Increment]) -> list[Increment]:
 def encode_record(increment: Increment) -> tuple[bytes, bytes]:
     """(message key, message value) for the Kafka topic."""
     return increment.key.encode(), orjson.dumps({"key": increment.key, "value": increment.value})
+
+
+def batch_records(data: object, max_items: int) -> list[tuple[bytes, bytes]]:
+    """The Kafka records of a batch body: what `validate_batch`, `sum_by_key` and
+    `encode_record` give one after the other (the same records in the same order, the same
+    errors), in one pass over the items where every item is plainly valid.
+
+    A batch of a thousand increments spends most of its time in the ingress on these three
+    steps, item by item; an item the quick checks below cannot pass (a bad one, or a key too
+    long to be sure of its UTF-8 size without encoding it) sends the whole batch the long way,
+    which says what is wrong."""
+    items = data.get("increments") if type(data) is dict else None
+    if type(items) is not list or not 0 < len(items) <= max_items:
+        return _long_way(data, max_items)  # raises, naming what is wrong
+    sums: dict[str, int] = {}
+    get = sums.get
+    for item in items:
+        if type(item) is dict:
+            key, value = item.get("key"), item.get("value")
+            # what key_errors and value_errors accept, checked in the order cheapest first;
+            # printable rules out every control character and costs less than the search
+            if (
+                type(key) is str
+                and 0 < len(key) <= ALWAYS_SHORT_ENOUGH
+                and type(value) is int
+                and value != 0
+                and INT64_MIN <= value <= INT64_MAX
+                and (key.isprintable() or not CONTROL.search(key))
+            ):
+                sums[key] = get(key, 0) + value
+                continue
+        return _long_way(data, max_items)
+    records = []
+    for key, total in sums.items():
+        if not INT64_MIN <= total <= INT64_MAX:
+            return _long_way(data, max_items)  # a sum split over several records
+        if total:
+            records.append((key.encode(), orjson.dumps({"key": key, "value": total})))
+    return records
+
+
+def _long_way(data: object, max_items: int) -> list[tuple[bytes, bytes]]:
+    return [encode_record(increment) for increment in sum_by_key(validate_batch(data, max_items))]
 
 
 def decode_record(value: bytes | None) -> Increment:

@@ -22,9 +22,8 @@ from starlette.types import Lifespan
 
 from distcount_codec import (
     InvalidIncrement,
+    batch_records,
     encode_record,
-    sum_by_key,
-    validate_batch,
     validate_increment,
 )
 from distcount_config import Settings
@@ -197,12 +196,12 @@ class _Handlers:
     async def increments(self, request: Request) -> Response:
         started = self._metrics.start_timer()
         try:
-            batch = validate_batch(await read_json(request, self._max_body_bytes), MAX_BATCH_ITEMS)
+            body = await read_json(request, self._max_body_bytes)
+            records = batch_records(body, MAX_BATCH_ITEMS)
         except Rejected as exc:
             return self.answered("increments", exc.response(), started)
         except InvalidIncrement as exc:
             return self.answered("increments", error_response(422, exc.errors), started)
-        records = [encode_record(increment) for increment in sum_by_key(batch)]
         sending = None if started is None else time.perf_counter()
         try:
             written = await self._publisher.publish_batch(records)
@@ -212,7 +211,7 @@ class _Handlers:
             return self.answered("increments", answer, started)
         if sending is not None:
             self._metrics.on_produced("batch", time.perf_counter() - sending)
-        sent = b",".join(value for _, value in records)
+        sent = b",".join([value for _, value in records])
         token = _tokens.encode(written).encode()
         body = b'{"data":{"increments":[' + sent + b'],"token":"' + token + b'"}}'
         answer = JSONResponse(body, 202)
