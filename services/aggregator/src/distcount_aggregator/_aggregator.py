@@ -6,8 +6,10 @@ partition's buckets (`_fold.py`), or it goes to the dead-letter topic (`_deadlet
 the `FlushPolicy` says so, the `Checkpointer` writes the buckets and the next offset in one
 transaction (`_checkpoint.py`). A partition that cannot be decoded is paused (`_stalls.py`).
 
-One lock serialises folding, flushing and rebalancing, because aiokafka runs the rebalance
-listener in its own task: a revocation must not flush a partition while the loop is flushing it.
+One lock serialises folding, the start and the end of a flush, and rebalancing, because
+aiokafka runs the rebalance listener in its own task. The flush on a tick writes while the loop
+goes on folding (a `Flight`, see `_checkpoint.py`); at most one is under way, and it is landed
+before another begins, before a revocation flushes what it must, and before the last flush.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Final
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from distcount_aggregator._checkpoint import Checkpointer, FlushPolicy, seek
+from distcount_aggregator._checkpoint import Checkpointer, Flight, FlushPolicy, seek
 from distcount_aggregator._deadletter import DeadLetters
 from distcount_aggregator._errors import AggregatorError, AssignmentFailed
 from distcount_aggregator._fetch import GuardedFetch, Records, Stalled
@@ -71,6 +73,8 @@ class Aggregator:
         self._paused = False  # every partition, at the memory bound while flushes fail
         self._generation = 0  # counts assignments
         self._next_probe_ms = 0
+        self._policy: FlushPolicy | None = None  # made when the loop starts
+        self._flight: Flight | None = None  # the flush under way
         self._fetcher = GuardedFetch(consumer, MAX_RECORDS_PER_FETCH)
         self._checkpointer = Checkpointer(
             settings.group_id,
@@ -88,7 +92,9 @@ class Aggregator:
 
     @property
     def live_entries(self) -> int:
-        return sum(state.entries for state in self._states.values())
+        """Entries in memory: those folded, and those a flush under way still holds."""
+        held = 0 if self._flight is None else self._flight.entries
+        return held + sum(state.entries for state in self._states.values())
 
     def lag(self) -> dict[int, int]:
         """Per assigned partition, the records not folded yet, as of the last fetch."""
@@ -104,7 +110,7 @@ class Aggregator:
     async def run(self) -> None:
         """Consume until stop(), then flush what is folded; an `AggregatorError` if it cannot
         go on (the last flush is made all the same where it still can be)."""
-        policy = FlushPolicy(
+        policy = self._policy = FlushPolicy(
             self._settings.flush_interval_ms, self._settings.max_live_entries, _now_ms()
         )
         self._raise_if_fatal()  # an assignment may have failed before the loop began
@@ -125,9 +131,15 @@ class Aggregator:
             self._fatal = exc  # no last flush: what stopped the loop would stop it too
             raise
         finally:
-            if self._fatal is None:
-                async with self._lock:
+            async with self._lock:
+                if self._fatal is None:
+                    await self._land()
                     await self._checkpointer.flush(self._states.values(), self._topic, "shutdown")
+                elif self._flight is not None:
+                    # what stopped the loop may stop this flush too: whatever it committed is
+                    # stored with its offset, and read again from there next time otherwise
+                    await asyncio.gather(self._flight.task, return_exceptions=True)
+                    self._flight = None
             await self._checkpointer.close()
         self._raise_if_fatal()  # an assignment may have failed before the loop began
 
@@ -148,7 +160,12 @@ class Aggregator:
             self._stalls.stalled(stall)
         await self._follow_positions()
         await self._probe_ends()
-        await self._stalls.save_and_retry(self._states)
+        # a partition whose flush is under way may have stored an offset its state does not
+        # know yet: it would look moved by an operator
+        flying = set() if self._flight is None else self._flight.partitions
+        await self._stalls.save_and_retry(
+            {p: state for p, state in self._states.items() if p not in flying}
+        )
 
     async def _read_again(self, stalled: list[Stalled]) -> None:
         """A rebalance happened while fetching: what came may predate the seeks to the stored
@@ -163,8 +180,13 @@ class Aggregator:
     async def _follow_positions(self) -> None:
         """Move past what the consumer skipped without returning records: the markers that end
         transactions, aborted records. The consumer's position never passes a record it has not
-        returned, so storing it loses nothing, and an idle partition shows no lag."""
+        returned, so storing it loses nothing, and an idle partition shows no lag. A partition
+        whose flush is under way waits for it to land: until then its stored offset is behind
+        what the flush stores, and a position past it would look like something to flush."""
+        flying = set() if self._flight is None else self._flight.partitions
         for partition, state in self._states.items():
+            if partition in flying:
+                continue
             position = await self._consumer.position(self._tp(partition))
             if state.position is None or position > state.position:
                 # an empty partition gets a position too, so its lag can be reported
@@ -190,16 +212,17 @@ class Aggregator:
                 state.probe(now_ms, end)
 
     async def _checkpoint(self, policy: FlushPolicy) -> None:
-        """Flush when the policy says so; pause fetching at the memory bound while flushes
-        fail, and resume once one succeeds."""
+        """Land the flush under way once it is done; begin one when the policy says so (after
+        the last one landed); pause fetching at the memory bound while flushes fail, and resume
+        once one succeeds."""
+        if self._flight is not None and self._flight.done():
+            await self._land()
         reason = policy.due(_now_ms(), self.live_entries)
         if reason is not None:
-            ok = await self._checkpointer.flush(self._states.values(), self._topic, reason)
-            policy.flushed(ok, _now_ms())
-            if ok and self._paused:
-                self._consumer.resume(*self._stalls.fetchable(self._consumer.assignment()))
-                self._paused = False
-                log.info("flush succeeded again: fetching resumed")
+            if self._flight is not None:  # a flush slower than the interval: this one waits
+                await self._land()
+            if not policy.backing_off(_now_ms()):
+                self._flight = self._checkpointer.begin(self._states.values(), self._topic, reason)
         if policy.backing_off(_now_ms()) and policy.full(self.live_entries) and not self._paused:
             self._consumer.pause(*self._consumer.assignment())
             self._paused = True
@@ -207,6 +230,19 @@ class Aggregator:
                 "%d live entries and PostgreSQL cannot take them: fetching paused",
                 self.live_entries,
             )
+
+    async def _land(self) -> None:
+        """Wait for the flush under way, if any, and apply its outcome (with the lock held)."""
+        flight, self._flight = self._flight, None
+        if flight is None:
+            return
+        ok = await self._checkpointer.finish(flight)
+        assert self._policy is not None  # a flight begins in the loop, after the policy
+        self._policy.flushed(ok, _now_ms())
+        if ok and self._paused:
+            self._consumer.resume(*self._stalls.fetchable(self._consumer.assignment()))
+            self._paused = False
+            log.info("flush succeeded again: fetching resumed")
 
     def _raise_if_fatal(self) -> None:
         if isinstance(self._fatal, AggregatorError):
@@ -225,6 +261,11 @@ class Aggregator:
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:
+            try:
+                await self._land()  # what it took is written, or given back to flush below
+            except AggregatorError as exc:
+                self._fail(exc, revoked)
+                return
             states = [
                 self._states.pop(tp.partition) for tp in revoked if tp.partition in self._states
             ]

@@ -6,8 +6,14 @@ committed partition starts afresh from the offset it stored; a fenced one (anoth
 flushed it meanwhile) drops what it folded and reads again from the stored offset; a failed
 one keeps everything for the next attempt, after a backoff.
 
+The aggregator's flush on a tick runs while it goes on folding: `Checkpointer.begin` takes what
+each dirty partition folded (`PartitionState.take`) and starts the transactions, the records
+that arrive meanwhile fold into the partitions' states, and `Checkpointer.finish` applies the
+outcome (a failed partition gets back what was taken, ahead of what came since). PostgreSQL
+writes on one core while the fold runs on the other, instead of the fold waiting for it.
+
 A flush that drops a large state also hands the memory it held back to the system (see
-`Checkpointer.flush`): otherwise the process would keep its peak size for good.
+`Checkpointer.finish`): otherwise the process would keep its peak size for good.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
@@ -27,7 +34,7 @@ from aiokafka.errors import KafkaError
 
 from distcount_aggregator._deadletter import DeadLetters
 from distcount_aggregator._errors import FlushImpossible
-from distcount_aggregator._fold import PartitionState, next_tick_ms
+from distcount_aggregator._fold import PartitionState, Taken, next_tick_ms
 from distcount_core import Backoff
 from distcount_metrics import AggregatorMetrics
 from distcount_store import Database, Fenced, PartitionFlush, StoreError
@@ -114,6 +121,37 @@ class FlushPolicy:
             self._retry_at_ms = now_ms + self._backoff.next_s() * 1000
 
 
+@dataclass(frozen=True)
+class _Part:
+    """One partition of a flight: its state, what the flush took of it, and how many of its
+    dead-letter sends were started by then (the ones the flush settles for good)."""
+
+    state: PartitionState
+    taken: Taken
+    dead_letters: int
+
+
+@dataclass(frozen=True)
+class Flight:
+    """A flush under way (`Checkpointer.begin`), until `Checkpointer.finish` lands it."""
+
+    parts: list[_Part]
+    topic: str
+    reason: str
+    task: asyncio.Future[list[Fenced | int | BaseException]]
+
+    @property
+    def partitions(self) -> set[int]:
+        return {part.state.partition for part in self.parts}
+
+    @property
+    def entries(self) -> int:
+        return sum(part.taken.entries for part in self.parts)
+
+    def done(self) -> bool:
+        return self.task.done()
+
+
 class Checkpointer:
     def __init__(
         self,
@@ -140,35 +178,56 @@ class Checkpointer:
         self._lag_commits: set[asyncio.Future[None]] = set()
 
     async def flush(self, states: Iterable[PartitionState], topic: str, reason: str) -> bool:
-        """Flush every dirty partition of `states`; whether none failed. A failure no retry can
-        mend (PostgreSQL refusing the statement itself) raises `FlushImpossible`."""
-        dirty = []
+        """Flush every dirty partition of `states` and wait for the outcome; whether none failed.
+        A failure no retry can mend (PostgreSQL refusing the statement itself) raises
+        `FlushImpossible`."""
+        flight = self.begin(states, topic, reason)
+        return True if flight is None else await self.finish(flight)
+
+    def begin(self, states: Iterable[PartitionState], topic: str, reason: str) -> Flight | None:
+        """Take what each dirty partition of `states` folded and start writing it, one
+        transaction a partition; None when nothing is dirty. The states go on folding
+        meanwhile; `finish` must land the flight before another begins."""
+        parts = []
         for state in states:
             state.reach()
             if state.flush_due and state.next_offset is not None:
-                dirty.append(state)
-        if not dirty:
-            return True
-        results = await asyncio.gather(
-            *(self._flush_one(state, topic, reason) for state in dirty), return_exceptions=True
-        )
+                started = self._dead_letters.started(state.partition)
+                parts.append(_Part(state, state.take(), started))
+        if not parts:
+            return None
+        writes = (self._flush_one(part, topic, reason) for part in parts)
+        task = asyncio.ensure_future(asyncio.gather(*writes, return_exceptions=True))
+        return Flight(parts, topic, reason, task)
+
+    async def finish(self, flight: Flight) -> bool:
+        """Wait for `flight` and apply its outcome to each partition's state; whether none
+        failed (`FlushImpossible` if one can never succeed)."""
+        results = await flight.task
         committed: dict[TopicPartition, int] = {}
         ok = True
         dropped = 0  # entries whose memory this flush frees
-        for state, result in zip(dirty, results, strict=True):
+        impossible: FlushImpossible | None = None
+        for part, result in zip(flight.parts, results, strict=True):
+            state, taken = part.state, part.taken
             if isinstance(result, BaseException):
                 ok = False
-                self._failed(state, reason, result)
+                state.give_back(taken)
+                try:
+                    self._failed(state, flight.reason, result)
+                except FlushImpossible as exc:
+                    impossible = impossible or exc
                 continue
-            dropped += state.entries
+            dropped += taken.entries
             if isinstance(result, Fenced):
-                await self._fenced(state, topic, result)
+                await self._fenced(state, flight.topic, result, taken.entries)
             else:
-                if state.dirty:
-                    assert state.folded_until is not None
-                    committed[TopicPartition(topic, state.partition)] = state.folded_until
-                state.committed()
-                self._dead_letters.forget(state.partition)
+                if taken.folded_until is not None:
+                    committed[TopicPartition(flight.topic, state.partition)] = taken.folded_until
+                state.landed(taken)
+                self._dead_letters.forget(state.partition, part.dead_letters)
+        if impossible is not None:
+            raise impossible
         if dropped >= RELEASE_AFTER_ENTRIES:
             # first what keeps the state's memory from being freed: the decoder's memory of
             # values refills from the next records (at most MAX_KNOWN_VALUES decoded again)
@@ -187,22 +246,22 @@ class Checkpointer:
             task.cancel()
         await asyncio.gather(*self._lag_commits, return_exceptions=True)
 
-    async def _flush_one(self, state: PartitionState, topic: str, reason: str) -> Fenced | int:
+    async def _flush_one(self, part: _Part, topic: str, reason: str) -> Fenced | int:
+        partition, taken = part.state.partition, part.taken
         start = time.perf_counter()
         outcome, rows = "failed", 0
         try:
-            await self._dead_letters.settle(state.partition)
-            next_offset = state.next_offset
-            assert next_offset is not None
-            as_of = state.as_of_ms
+            # every send started so far, those of records folded since the take included
+            await self._dead_letters.settle(partition)
+            as_of = taken.as_of_ms
             result = await self._database.flush(
                 PartitionFlush(
                     group_id=self._group,
                     topic=topic,
-                    partition=state.partition,
-                    expected_offset=state.stored_offset,
-                    next_offset=next_offset,
-                    deltas=state.deltas,
+                    partition=partition,
+                    expected_offset=taken.expected_offset,
+                    next_offset=taken.next_offset,
+                    deltas=taken.deltas,
                     as_of=None if as_of is None else datetime.fromtimestamp(as_of / 1000, UTC),
                 )
             )
@@ -210,7 +269,7 @@ class Checkpointer:
             return result
         finally:
             duration_s = time.perf_counter() - start
-            self._metrics.on_flush(state.partition, reason, outcome, rows, duration_s)
+            self._metrics.on_flush(partition, reason, outcome, rows, duration_s)
 
     def _failed(self, state: PartitionState, reason: str, error: BaseException) -> None:
         retriable = isinstance(error, KafkaError) or (
@@ -228,14 +287,16 @@ class Checkpointer:
             extra={"partition": state.partition, "reason": reason, "error": str(error)},
         )
 
-    async def _fenced(self, state: PartitionState, topic: str, fenced: Fenced) -> None:
+    async def _fenced(
+        self, state: PartitionState, topic: str, fenced: Fenced, taken_entries: int
+    ) -> None:
         log.warning(
             "partition %d was flushed by another process (stored offset %s, expected %s): "
             "dropping %d entries and reading again from the stored offset",
             state.partition,
             fenced.stored_offset,
             state.stored_offset,
-            state.entries,
+            taken_entries + state.entries,  # what the flush took, and what came since
             extra={"partition": state.partition, "offset": fenced.stored_offset},
         )
         state.reset(fenced.stored_offset)

@@ -45,10 +45,19 @@ class DeadLetters:
         """Until the broker acknowledged every send of `partition` started so far."""
         await self._settle(self._pending.get(partition, []))
 
-    def forget(self, partition: int) -> None:
+    def started(self, partition: int) -> int:
+        """How many sends of `partition` were started so far (see `forget`)."""
+        return len(self._pending.get(partition, ()))
+
+    def forget(self, partition: int, first: int | None = None) -> None:
         """The partition's offset moved past its sends (committed), or they will be made again
-        (its state was dropped): nothing to wait for any more."""
-        self._pending.pop(partition, None)
+        (its state was dropped): nothing to wait for any more. With `first`, only the first
+        that many: those of the records a flush took, when records folded since have sends of
+        their own that the next flush must still wait for."""
+        if first is None:
+            self._pending.pop(partition, None)
+        elif (pending := self._pending.get(partition)) is not None:
+            del pending[:first]
 
     async def _start(self, record: Any, reason: str, source_topic: str) -> PendingDeadLetter:
         headers = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from distcount_codec import InvalidRecord, RecordDecoder
@@ -21,6 +22,23 @@ def bucket_start_ms(timestamp_ms: int, bucket_ms: int) -> int:
 def next_tick_ms(now_ms: int, interval_ms: int) -> int:
     """The first interval boundary strictly after `now_ms`."""
     return (now_ms // interval_ms + 1) * interval_ms
+
+
+@dataclass(slots=True)
+class Taken:
+    """What a flush writes, taken from a partition's state (`PartitionState.take`): the deltas
+    of the offsets from `expected_offset` (the offset stored when it was taken) to
+    `next_offset`, and the as_of reached with them."""
+
+    deltas: dict[int, dict[str, int]]
+    folded_until: int | None
+    as_of_ms: int | None
+    expected_offset: int | None
+    next_offset: int
+
+    @property
+    def entries(self) -> int:
+        return sum(len(keys) for keys in self.deltas.values())
 
 
 class PartitionState:
@@ -101,6 +119,40 @@ class PartitionState:
         self.folded_until = None
         self.deltas = {}
         self.as_of_ms = None
+
+    def take(self) -> Taken:
+        """Hand what is folded to a flush (`flush_due` and a `next_offset`), and go on folding
+        the records after it into a state of its own: `landed` or `give_back` once the flush
+        has ended. The stored offset stays until then, as PostgreSQL holds it."""
+        next_offset = self.next_offset
+        assert next_offset is not None
+        taken = Taken(
+            self.deltas, self.folded_until, self.as_of_ms, self.stored_offset, next_offset
+        )
+        self.deltas = {}
+        self.folded_until = None
+        self.as_of_ms = None
+        return taken
+
+    def landed(self, taken: Taken) -> None:
+        """The flush of `taken` committed: PostgreSQL now holds its offset."""
+        self.stored_offset = taken.next_offset
+
+    def give_back(self, taken: Taken) -> None:
+        """The flush of `taken` failed: what it took is folded again, ahead of what came since,
+        so that the next flush writes both from the offset still stored."""
+        mine, self.deltas = self.deltas, taken.deltas
+        for bucket_start, keys in mine.items():
+            theirs = self.deltas.get(bucket_start)
+            if theirs is None:
+                self.deltas[bucket_start] = keys
+                continue
+            for key, delta in keys.items():
+                theirs[key] = theirs.get(key, 0) + delta
+        if self.folded_until is None:
+            self.folded_until = taken.folded_until
+        if self.as_of_ms is None:  # else a later one was reached since
+            self.as_of_ms = taken.as_of_ms
 
     def reset(self, stored_offset: int | None) -> None:
         """Drop what was folded: another process flushed first, so read again from the store."""
