@@ -8,7 +8,9 @@ What it does per request, and why that is the fair floor: it reads the body and 
 stack's own work plus the JSON in and out that any handler of this route must do. It does no
 validation (the rules are distcount's work, measured on our side) and no Kafka.
 
-`GET /health/ready` answers 200, so that benchmarks/ingress.py waits for both servers the same way.
+`POST /increments` (a batch, `{"increments": [...]}`) does the same for the whole body, so that
+benchmarks/ingress_openloop.py has a floor for batches too. `GET /health/ready` answers 200, so
+that the benchmarks wait for every server the same way.
 
     .venv/bin/python benchmarks/bare_app.py --port 8001
 """
@@ -43,6 +45,8 @@ async def ready(request: Request) -> Response:
 app = Starlette(
     routes=[
         Route("/increment", increment, methods=["POST"]),
+        # the same handler: a batch is read, parsed and echoed whole
+        Route("/increments", increment, methods=["POST"]),
         Route("/health/ready", ready, methods=["GET"]),
     ]
 )

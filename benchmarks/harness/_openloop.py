@@ -35,12 +35,13 @@ class OpenLoop:
     for a load whose requests cost the driver more CPU than one process has (the client's)."""
 
     label: str  # how the report names it: "GET /counters/{key}"
-    mode: str  # "http", "client" or "ryw"
+    mode: str  # "http", "post", "client" or "ryw"
     rate: float  # requests (operations) a second, all drivers together
     duration_s: float
     warmup_s: float
-    target: str  # a path (http), a key (client), "{n}" a random index; a key prefix (ryw)
-    keys: int = 1  # "{n}" is drawn from range(keys)
+    target: str  # a path (http, post), a key (client), "{n}" a random index; a key prefix (ryw)
+    keys: int = 1  # "{n}" is drawn from range(keys); the keys of post's increments too
+    batch: int = 0  # post: 0 for one increment a request, N for N increments a request
     check: str = "status"  # or "counter"
     processes: int = 1
     timeout_s: float = 10.0  # per request (operation): past it, an error
@@ -115,7 +116,7 @@ def merged(results: list[dict[str, Any]], raws: list[dict[str, Any]]) -> dict[st
     first = results[0]
     counts = (
         *("scheduled", "answered_2xx", "errors", "check_failures", "warmup_check_failures"),
-        *("warmup_errors", "driver_cpu_s", "connections_opened"),
+        *("warmup_errors", "warmup_answered_2xx", "driver_cpu_s", "connections_opened"),
     )
     total: dict[str, Any] = {name: sum(r[name] for r in results) for name in counts}
     outcomes: collections.Counter[str] = collections.Counter()

@@ -11,6 +11,11 @@ Modes (the spec's `mode`):
 - `http`: `GET <target>` over raw HTTP/1.1 keep-alive connections (asyncio streams), a pool
   that grows while every connection is busy. `{n}` in the target is a key index drawn at random
   from range(keys) for each request.
+- `post`: `POST <target>` over the same connections, a JSON body of increments of 1
+  (`application/json`): with `batch` 0, one increment `{"key": "k<n>", "value": 1}`, n drawn at
+  random from range(keys); with `batch` N, `{"increments": [...]}` of N increments on the keys
+  `k<s>`, `k<s+1>`, ... (modulo keys) from a random s: distinct keys, so that a server that sums a
+  batch by key (the ingress) writes one record per increment as any other does.
 - `client`: `distcount_client.AsyncClient.get_counter_value(<target with {n}>)`, httpx
   underneath, no retries: the client's own cost is in the figure.
 - `ryw`: read-your-writes through the client: `incr(<target><i>, v)` on a key of its own per
@@ -96,7 +101,7 @@ class Tally:
 
 
 class HttpPool:
-    """Keep-alive HTTP/1.1 connections to one server; GET only, bodies with Content-Length.
+    """Keep-alive HTTP/1.1 connections to one server; answers framed by Content-Length.
 
     The most recently used idle connection is taken first. One idle for longer than
     `_IDLE_S`, or that the server has closed, is dropped instead: servers close idle
@@ -107,13 +112,22 @@ class HttpPool:
         self._host = host
         self._port = port
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
-        self._request_head = b" HTTP/1.1\r\nHost: " + host.encode() + b"\r\n\r\n"
+        self._request_head = b" HTTP/1.1\r\nHost: " + host.encode() + b"\r\n"
         self.opened = 0
 
     async def get(self, path: str) -> tuple[int, bytes]:
+        return await self.request(b"GET " + path.encode() + self._request_head + b"\r\n")
+
+    async def post_json(self, path: str, body: bytes) -> tuple[int, bytes]:
+        head = b"POST " + path.encode() + self._request_head
+        length = b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        return await self.request(head + length + body)
+
+    async def request(self, request: bytes) -> tuple[int, bytes]:
+        """Send a whole request (head and body); (status, body) of the answer."""
         reader, writer = await self._connection()
         try:
-            writer.write(b"GET " + path.encode() + self._request_head)
+            writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
             status = int(head[9:12])
             length, close = _framing(head)
@@ -186,6 +200,41 @@ def http_op(spec: dict[str, Any], pool: HttpPool, rng: random.Random) -> Op:
         tally.done(at, str(status))
         if check == "counter" and (wrong := _check_counter(orjson.loads(body)["data"], n)):
             tally.wrong(wrong)
+
+    return op
+
+
+def increment_bodies(keys: int, batch: int, rng: random.Random) -> Callable[[], bytes]:
+    """A function giving the next request's body in `post` mode (see the module's docstring)."""
+    items = [b'{"key":"k%d","value":1}' % n for n in range(keys)]
+    if batch == 0:
+        return lambda: items[rng.randrange(keys)]
+    if batch > keys:
+        raise ValueError(f"a batch of {batch} needs at least as many keys, not {keys}")
+    doubled = items + items[:batch]  # so that a run of keys wraps around without a test
+
+    def body() -> bytes:
+        start = rng.randrange(keys)
+        return b'{"increments":[' + b",".join(doubled[start : start + batch]) + b"]}"
+
+    return body
+
+
+def post_op(spec: dict[str, Any], pool: HttpPool, rng: random.Random) -> Op:
+    target, timeout_s = spec["target"], spec["timeout_s"]
+    body = increment_bodies(spec["keys"], spec["batch"], rng)
+
+    async def op(at: float, tally: Tally) -> None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                status, answer = await pool.post_json(target, body())
+        except Exception as exc:
+            tally.failed(at, type(exc).__name__, f"POST {target}: {type(exc).__name__}: {exc}")
+            return
+        if not 200 <= status < 300:
+            tally.failed(at, str(status), f"POST {target}: {status} {answer[:200]!r}")
+            return
+        tally.done(at, str(status))
 
     return op
 
@@ -333,6 +382,7 @@ async def drive(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     sent = Sent()
     ops: dict[str, Callable[[], Op]] = {
         "http": lambda: http_op(spec, pool, rng),
+        "post": lambda: post_op(spec, pool, rng),
         "client": lambda: client_op(spec, client, rng),
         "ryw": lambda: ryw_op(spec, client, sent),
     }
@@ -364,6 +414,7 @@ async def drive(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         "check_failures": tally.check_failures,
         "warmup_check_failures": warm.check_failures,
         "warmup_errors": warm.errors,
+        "warmup_answered_2xx": len(warm.latencies_s),
         "first_failure": tally.first_failure or warm.first_failure,
         "span_s": span_s,
         "achieved_per_s": answered / span_s if span_s > 0 else 0.0,
