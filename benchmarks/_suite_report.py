@@ -161,6 +161,137 @@ def _reads(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# --- each scenario's own table in report.md ---------------------------------------------------
+
+# what each side of the fold promises, in a few words (fold_peers.py's report says it whole)
+GUARANTEES = {
+    "bare": "none: reads and discards",
+    "ours": "exactly once (sums, buckets and offset in one transaction)",
+    "faust": "at-least-once",
+    "quix-alos": "at-least-once",
+    "quix-eos": "exactly-once state and offsets; the sink upserts outside them",
+}
+
+
+def _rows(header: list[str], rows: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join("---" for _ in header) + " |",
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
+def _n(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _fold_table(summary: dict[str, Any]) -> list[str]:
+    rates = summary["median_records_per_s"]
+    ours = rates.get("ours")
+    rows = [
+        [
+            side,
+            _n(rate),
+            "-" if side == "ours" or not rate or not ours else f"{ours / rate:.2f}x",
+            GUARANTEES.get(side, ""),
+        ]
+        for side, rate in rates.items()
+    ]
+    return _rows(["side", "records/s (median)", "ours / side", "delivery guarantee"], rows)
+
+
+def _ingress_table(summary: dict[str, Any]) -> list[str]:
+    rows = []
+    for payload, sides in summary["openloop"].items():
+        for side, levels in sides.items():
+            peak = summary["peaks"][payload][side]
+            for level, f in levels.items():
+                rows.append(
+                    [
+                        payload,
+                        side,
+                        _n(peak["increments_per_s"]),
+                        level,
+                        _n(f["rate"]),
+                        _n(f["p50_ms"], 2),
+                        _n(f["p99_ms"], 2),
+                        _n(f["p999_ms"], 2),
+                        str(f["errors"]),
+                    ]
+                )
+    header = ["payload", "side", "peak increments/s", "load", "requests/s"]
+    return _rows([*header, "p50 ms", "p99 ms", "p99.9 ms", "errors"], rows)
+
+
+def _end_to_end_table(summary: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            f"{int(interval) / 1000:g} s",
+            str(f["probes"]),
+            _n(f["load_per_s"]),
+            _n(f["p50_ms"]),
+            _n(f["p90_ms"]),
+            _n(f["p99_ms"]),
+            _n(f["max_ms"]),
+        ]
+        for interval, f in summary["intervals"].items()
+    ]
+    header = ["flush interval", "probes", "steady POST/s", "p50 ms", "p90 ms", "p99 ms", "max ms"]
+    return _rows(header, rows)
+
+
+def _flush_table(summary: dict[str, Any]) -> list[str]:
+    rows = [
+        [layout["layout"], *(_n(rate) for rate in layout["rows_per_s"].values())]
+        for layout in summary["layouts"]
+    ]
+    sides = list(summary["layouts"][0]["rows_per_s"]) if summary["layouts"] else []
+    return _rows(["layout", *(f"{side} rows/s" for side in sides)], rows)
+
+
+def _memory_table(summary: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            s["scenario"],
+            s["side"],
+            _n(s["bytes_per_entry"], 1),
+            *(_n(s[key] / 2**20, 1) for key, _ in _STAGES),
+        ]
+        for s in summary["scenarios"]
+    ]
+    return _rows(["entries", "side", "B/entry", *(f"{name} MiB" for _, name in _STAGES)], rows)
+
+
+def _reads_table(summary: dict[str, Any]) -> list[str]:
+    rows = [
+        [load, _n(f["achieved_per_s"]), _n(f["p50"], 2), _n(f["p99"], 2), _n(f["max"], 2)]
+        for load, f in summary["medians_ms"].items()
+    ]
+    return _rows(["load", "requests/s", "p50 ms", "p99 ms", "max ms"], rows)
+
+
+_TABLES: dict[str, Callable[[dict[str, Any]], list[str]]] = {
+    "fold_peers": _fold_table,
+    "ingress_openloop": _ingress_table,
+    "end_to_end": _end_to_end_table,
+    "flush": _flush_table,
+    "memory": _memory_table,
+    "reads": _reads_table,
+}
+
+
+def _table(run: dict[str, Any]) -> list[str]:
+    """The scenario's figures as a table, or nothing when its summary lacks them (a run that
+    stopped early)."""
+    make = _TABLES.get(run["name"])
+    if make is None or "summary" not in run:
+        return []
+    try:
+        return ["", *make(run["summary"])]
+    except (KeyError, TypeError, ValueError, IndexError):
+        return []
+
+
 SCENARIO_READERS: dict[str, Reader] = {
     "fold_peers": _fold,
     "ingress_openloop": _given,
@@ -247,6 +378,7 @@ def _markdown(summary: dict[str, Any], plots: dict[str, list[str]]) -> str:
             f"`{run['command']}`: {run['status']} in {run['elapsed_s'] / 60:.1f} min. "
             f"Checked: {run.get('check') or '-'}: {'ok' if run.get('checks_ok') else 'FAILED'}.",
         ]
+        lines += _table(run)
         lines += [f"\n![{name}]({name})" for name in plots.get(run["name"], [])]
     return "\n".join(lines)
 
@@ -289,7 +421,8 @@ def _bars(labels: list[str], values: list[float], xlabel: str, *, log: bool = Fa
 def _plot_fold(out: Path, run: dict[str, Any]) -> list[str]:
     rates = run["summary"]["median_records_per_s"]
     sides = [side for side, rate in rates.items() if rate]
-    _bars(sides, [rates[s] for s in sides], "records/s, spawn to exact totals (log)", log=True)
+    labels = [f"{side}\n({GUARANTEES.get(side, '')[:24]})" for side in sides]
+    _bars(labels, [rates[s] for s in sides], "records/s, spawn to exact totals (log)", log=True)
     return _save(out, "fold.png", "a. Fold and flush: median records/s")
 
 
@@ -377,8 +510,9 @@ def _plot_ingress(out: Path, run: dict[str, Any]) -> list[str]:
     ]
     plt.figure(figsize=(9, 0.32 * len(rows) + 1.5))
     labels = [label for label, _ in rows]
-    for q, color in (("p50_ms", "#4c72b0"), ("p99_ms", "#dd8452")):
-        plt.barh(labels, [figures[q] for _, figures in rows], color=color, alpha=0.8, label=q[:3])
+    # p99 behind, p50 in front: each bar shows both
+    for q, color in (("p99_ms", "#dd8452"), ("p50_ms", "#4c72b0")):
+        plt.barh(labels, [figures[q] for _, figures in rows], color=color, label=q[:3])
     plt.gca().invert_yaxis()
     plt.xscale("log")
     plt.xlabel("ms from the timetable (log)")
