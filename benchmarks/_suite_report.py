@@ -270,6 +270,13 @@ def _reads_table(summary: dict[str, Any]) -> list[str]:
     return _rows(["load", "requests/s", "p50 ms", "p99 ms", "max ms"], rows)
 
 
+def _scale_table(summary: dict[str, Any]) -> list[str]:
+    rates = summary["median_records_per_s"]
+    return _rows(
+        ["aggregators", "records/s (median)"], [[side, _n(rate)] for side, rate in rates.items()]
+    )
+
+
 _TABLES: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "fold_peers": _fold_table,
     "ingress_openloop": _ingress_table,
@@ -277,6 +284,7 @@ _TABLES: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "flush": _flush_table,
     "memory": _memory_table,
     "reads": _reads_table,
+    "scale_out": _scale_table,
 }
 
 
@@ -299,6 +307,7 @@ SCENARIO_READERS: dict[str, Reader] = {
     "flush": _flush,
     "memory": _memory,
     "reads": _reads,
+    "scale_out": _given,
 }
 
 
@@ -536,6 +545,13 @@ def _plot_end_to_end(out: Path, run: dict[str, Any]) -> list[str]:
     return _save(out, "end_to_end.png", "c. End to end: POST to visible through GET")
 
 
+def _plot_scale(out: Path, run: dict[str, Any]) -> list[str]:
+    rates = run["summary"]["median_records_per_s"]
+    sides = list(rates)
+    _bars([f"{side} aggregator(s)" for side in sides], [rates[s] for s in sides], "records/s")
+    return _save(out, "scale_out.png", "g. Scale-out: one aggregator against two")
+
+
 _PLOTS: dict[str, Callable[[Path, dict[str, Any]], list[str]]] = {
     "fold_peers": _plot_fold,
     "ingress_openloop": _plot_ingress,
@@ -543,4 +559,5 @@ _PLOTS: dict[str, Callable[[Path, dict[str, Any]], list[str]]] = {
     "flush": _plot_flush,
     "memory": _plot_memory,
     "reads": _plot_reads,
+    "scale_out": _plot_scale,
 }

@@ -3,7 +3,7 @@
     uv sync --group bench                         # the peers, matplotlib and tqdm, once
     uv run python benchmarks/suite.py             # the full suite (about 45 minutes on 2 cores)
     uv run python benchmarks/suite.py --quick     # every scenario in its quick form (minutes)
-    uv run python benchmarks/suite.py --only a,d  # some scenarios
+    uv run python benchmarks/suite.py --only a,d  # some scenarios, into <date>-only-ad/
 
 By default it starts a private local stack (`distcount dev up` in a temporary state folder, on
 free ports: its own Kafka broker and PostgreSQL server, nothing shared with the stack a developer
@@ -17,6 +17,7 @@ script in a child process, its own side-by-side rounds, its own private topic an
     d  flush.py             the flush transaction against a raw COPY of the same rows
     e  memory.py            aggregator bytes per live entry at 1,000,000; what a flush frees
     f  reads.py             GET /counters/{key}, the client, history, read-your-writes
+    g  scale_out.py         one aggregator against two in one group, and one of two killed
 
 Everything goes to `benchmarks/results/<date>/` (`quick-<date>/` for `--quick`, never
 committed): each script's JSON and Markdown report, `suite.json` (the machine, the commit, every
@@ -97,6 +98,7 @@ SCENARIOS = (
         ("--layouts", "200000x1", "--repeat", "1", "--no-traced"),
     ),
     Scenario("f", "reads", "Reads", (), ("--quick",)),
+    Scenario("g", "scale_out", "Scale-out", (), ("--quick",)),
 )
 
 
@@ -113,10 +115,13 @@ def main() -> int:
     from _suite_report import write_report  # noqa: PLC0415
 
     date = dt.datetime.now(dt.UTC).date().isoformat()
-    out = Path(args.out) if args.out else RESULTS / (f"quick-{date}" if args.quick else date)
+    # a partial or quick run never replaces the day's full report
+    name = date if not args.only else f"{date}-only-{args.only.replace(',', '')}"
+    out = Path(args.out) if args.out else RESULTS / (f"quick-{name}" if args.quick else name)
     _fresh_folder(out)
     (out / "logs").mkdir(parents=True)
     started = time.monotonic()
+    commit = _commit()  # what is measured: the tree as the run starts
     facts = machine_facts(("aiokafka", "asyncpg", "starlette", "uvicorn", "orjson"))
     runs: list[dict[str, Any]] = []
     with _stack(args.use_running, out / "logs") as (stack_env, stack):
@@ -133,7 +138,7 @@ def main() -> int:
         "date": date,
         "quick": args.quick,
         "machine": facts,
-        "commit": _commit(),
+        "commit": commit,
         "stack": stack,
         "elapsed_s": round(time.monotonic() - started, 1),
         "scenarios": runs,
@@ -150,7 +155,7 @@ def main() -> int:
 def _parser() -> argparse.ArgumentParser:
     new = argparse.ArgumentParser(description="distcount's benchmark suite, one report")
     new.add_argument("--quick", action="store_true", help="every scenario in its quick form")
-    new.add_argument("--only", default="", help="comma-separated letters: a,b,c,d,e,f")
+    new.add_argument("--only", default="", help="comma-separated letters: a to g")
     new.add_argument(
         "--use-running",
         action="store_true",
@@ -168,7 +173,7 @@ def _chosen(only: str) -> list[Scenario]:
     letters = {part.strip() for part in only.split(",") if part.strip()}
     unknown = letters - {s.letter for s in SCENARIOS}
     if unknown:
-        raise SystemExit(f"suite: no scenario {', '.join(sorted(unknown))} (a to f)")
+        raise SystemExit(f"suite: no scenario {', '.join(sorted(unknown))} (a to g)")
     return [s for s in SCENARIOS if s.letter in letters]
 
 
