@@ -226,6 +226,9 @@ class Checkpointer:
                     committed[TopicPartition(flight.topic, state.partition)] = taken.folded_until
                 state.landed(taken)
                 self._dead_letters.forget(state.partition, part.dead_letters)
+            # written or dropped: the flight holds the deltas last, and they are freed before
+            # the memory is handed back below
+            taken.deltas = {}
         if impossible is not None:
             raise impossible
         if dropped >= RELEASE_AFTER_ENTRIES:
