@@ -6,7 +6,8 @@ that `DISTCOUNT_FLUSH_INTERVAL_MS` (its bucket width follows it) and `distcount 
 consumer group of their own. A steady background load, `POST /increment` at `--rate` over
 `--keys` keys (values 1 to 9), open loop, runs from a child process through the whole
 measurement. After a warm-up (every partition flushed once, so that reads carry an as_of, then
-`--warmup-flushes` more flush intervals), probes leave at `--probes-per-s` for `--duration` s,
+`--warmup-flushes` more flush intervals), probes leave at `--probes-per-s` on average
+(Poisson arrivals, so that they meet the flush ticks at every phase) for `--duration` s,
 from a child process of their own (benchmarks/_end_to_end_driver.py): each on a fresh key of its
 own, `POST /increment` with value i + 1, then `GET /counters/{key}` without `?after=` (what a
 reader holding no token sees) every `--poll-ms` until the answer holds that value. A probe's
