@@ -118,10 +118,10 @@ def main() -> int:
     # a partial or quick run never replaces the day's full report
     name = date if not args.only else f"{date}-only-{args.only.replace(',', '')}"
     out = Path(args.out) if args.out else RESULTS / (f"quick-{name}" if args.quick else name)
+    commit = _commit()  # what is measured: the tree as the run starts, before its folder goes
     _fresh_folder(out)
     (out / "logs").mkdir(parents=True)
     started = time.monotonic()
-    commit = _commit()  # what is measured: the tree as the run starts
     facts = machine_facts(("aiokafka", "asyncpg", "starlette", "uvicorn", "orjson"))
     runs: list[dict[str, Any]] = []
     with _stack(args.use_running, out / "logs") as (stack_env, stack):
