@@ -108,6 +108,8 @@ async def test_folding_goes_on_while_the_flush_writes_what_it_took() -> None:
     # PostgreSQL holds 103; what came since is the next flush's, from there
     assert (state.stored_offset, state.folded_until, state.position) == (103, 105, 105)
     assert state.deltas == {1000: {"a": 1, "c": 1}}
+    # the landed flight lets go of what it wrote, so a large flush's memory can be handed back
+    assert [part.taken.deltas for part in flight.parts] == [{}]
     await cp.close()
 
 
