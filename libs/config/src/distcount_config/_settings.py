@@ -47,6 +47,10 @@ class Settings:
     produce_compression: str | None  # a Kafka codec name, or None
     max_inflight_sends: int
     max_body_bytes: int
+    http_header_timeout_s: float
+    http_body_timeout_s: float
+    http_max_connections: int
+    idempotency_window_s: int
     log_level: str
     log_format: str  # text or json
     migrations_dir: Path | None  # None: those shipped with distcount-store

@@ -317,6 +317,42 @@ MAX_BODY_BYTES: Final = Setting(
     SERVICES,
     "max_body_bytes",
 )
+HTTP_HEADER_TIMEOUT_S: Final = Setting(
+    "HTTP_HEADER_TIMEOUT_S",
+    Seconds(),
+    10.0,
+    "how long a client may take to send a request's line and headers, from its first byte (or "
+    "from the connection's start): slower ones are disconnected",
+    SERVICES,
+    "http_header_timeout_s",
+)
+HTTP_BODY_TIMEOUT_S: Final = Setting(
+    "HTTP_BODY_TIMEOUT_S",
+    Seconds(),
+    30.0,
+    "how long a client may take to send a request's body once its headers are in: slower ones "
+    "get 408 and are disconnected",
+    SERVICES,
+    "http_body_timeout_s",
+)
+HTTP_MAX_CONNECTIONS: Final = Setting(
+    "HTTP_MAX_CONNECTIONS",
+    Integer(1, 1_000_000),
+    2048,
+    "open client connections an ingress process keeps at most; past it new connections are "
+    "answered 503 and closed",
+    SERVICES,
+    "http_max_connections",
+)
+IDEMPOTENCY_WINDOW_S: Final = Setting(
+    "IDEMPOTENCY_WINDOW_S",
+    Integer(1, 366 * 86_400, "seconds"),
+    86_400,
+    "how long the aggregators remember an increment's idempotency id (`Idempotency-Key`, or a "
+    "record's `id`): a record with an id seen within it is not counted again",
+    SERVICES,
+    "idempotency_window_s",
+)
 LOG_LEVEL: Final = Setting(
     "LOG_LEVEL",
     Choice(LOG_LEVELS),
@@ -447,6 +483,10 @@ SETTINGS: Final[tuple[Setting[Any], ...]] = (
     PRODUCE_COMPRESSION,
     MAX_INFLIGHT_SENDS,
     MAX_BODY_BYTES,
+    HTTP_HEADER_TIMEOUT_S,
+    HTTP_BODY_TIMEOUT_S,
+    HTTP_MAX_CONNECTIONS,
+    IDEMPOTENCY_WINDOW_S,
     LOG_LEVEL,
     LOG_FORMAT,
     MIGRATIONS_DIR,
