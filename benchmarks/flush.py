@@ -47,7 +47,7 @@ from typing import Any
 import asyncpg
 
 import harness as h
-from distcount_store import PartitionFlush, flush_partition
+from distcount_store import PartitionFlush, Written, flush_partition
 from harness._machine import busy_between, cpu_jiffies, proc_cpu_seconds
 
 RATIO = h.Limit(0.7, floor=True)
@@ -313,10 +313,10 @@ class Bench:
             self.conn,
             PartitionFlush(GROUP, TOPIC, PARTITION, self.offset, next_offset, self.work.deltas),
         )
-        if not isinstance(result, int):
+        if not isinstance(result, Written):
             raise RuntimeError(f"the flush was fenced: {result}")
         self.offset = next_offset
-        return result
+        return result.rows
 
     async def _copy(self) -> int:
         status = await self.conn.copy_records_to_table(

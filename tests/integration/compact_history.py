@@ -13,6 +13,7 @@ from distcount_config import RollupTier, project_root
 from distcount_store import (
     Connection,
     PartitionFlush,
+    Written,
     find_migrations,
     flush_partition,
     migrate,
@@ -57,7 +58,7 @@ class Flusher:
             "compact-test", "compact-test", self.partition, self.offset, next_offset, deltas
         )
         result = await flush_partition(self.conn, flush)
-        assert isinstance(result, int), result
+        assert isinstance(result, Written), result
         self.offset = next_offset
         for start, bucket in deltas.items():
             for key, delta in bucket.items():

@@ -18,6 +18,7 @@ from distcount_store import (
     Fenced,
     MigrationError,
     PartitionFlush,
+    Written,
     connect,
     find_migrations,
     flush_partition,
@@ -214,10 +215,10 @@ async def test_the_services_role_cannot_change_the_schema_yet_flushes_and_reads(
 
         # the aggregator's flush, its first for the partition, then the next one
         first = PartitionFlush("g", "t", 0, None, 10, {60_000: {"a": 2, "b": 1}})
-        assert await flush_partition(conn, first) == 2
+        assert await flush_partition(conn, first) == Written(2)
         # a sum past int64 takes the numeric statements
         wide = PartitionFlush("g", "t", 0, 10, 20, {120_000: {"a": 2**63 - 1, "c": 0}})
-        assert await flush_partition(conn, wide) == 1
+        assert await flush_partition(conn, wide) == Written(1)
         late = PartitionFlush("g", "t", 0, 10, 15, {60_000: {"a": 1}})
         assert await flush_partition(conn, late) == Fenced(20)
         assert await read_offsets(conn, "g", "t", [0, 1]) == {0: 20}

@@ -11,7 +11,7 @@ import pytest
 from distcount_aggregator import DeadLetters, PartitionState
 from distcount_aggregator import _checkpoint as checkpoint
 from distcount_metrics import AggregatorMetrics
-from distcount_store import DatabaseUnavailable, Fenced, PartitionFlush
+from distcount_store import DatabaseUnavailable, Fenced, PartitionFlush, Written
 
 
 class _Consumer:
@@ -23,16 +23,16 @@ class _Consumer:
 
 
 class _Database:
-    def __init__(self, outcome: int | Fenced | BaseException | None = None) -> None:
+    def __init__(self, outcome: Written | Fenced | BaseException | None = None) -> None:
         self.outcome = outcome
         self.flushes: list[PartitionFlush] = []
 
-    async def flush(self, flush: PartitionFlush) -> Fenced | int:
+    async def flush(self, flush: PartitionFlush) -> Fenced | Written:
         self.flushes.append(flush)
         if isinstance(self.outcome, BaseException):
             raise self.outcome
         if self.outcome is None:
-            return sum(len(bucket) for bucket in flush.deltas.values())
+            return Written(sum(len(bucket) for bucket in flush.deltas.values()))
         return self.outcome
 
 

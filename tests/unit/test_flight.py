@@ -13,7 +13,7 @@ from distcount_aggregator import DeadLetters, PartitionState, fold
 from distcount_aggregator import _checkpoint as checkpoint
 from distcount_codec import RecordDecoder
 from distcount_metrics import AggregatorMetrics
-from distcount_store import DatabaseUnavailable, Fenced, PartitionFlush
+from distcount_store import DatabaseUnavailable, Fenced, PartitionFlush, Written
 
 BUCKET_MS = 1000
 
@@ -46,18 +46,18 @@ class Consumer:
 class Database:
     """Holds each flush until `release`, then answers with `outcome`."""
 
-    def __init__(self, outcome: int | Fenced | BaseException | None = None) -> None:
+    def __init__(self, outcome: Written | Fenced | BaseException | None = None) -> None:
         self.outcome = outcome
         self.flushes: list[PartitionFlush] = []
         self.gate = asyncio.Event()
 
-    async def flush(self, flush: PartitionFlush) -> Fenced | int:
+    async def flush(self, flush: PartitionFlush) -> Fenced | Written:
         self.flushes.append(flush)
         await self.gate.wait()
         if isinstance(self.outcome, BaseException):
             raise self.outcome
         if self.outcome is None:
-            return sum(len(bucket) for bucket in flush.deltas.values())
+            return Written(sum(len(bucket) for bucket in flush.deltas.values()))
         return self.outcome
 
 

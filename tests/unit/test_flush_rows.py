@@ -88,7 +88,7 @@ async def test_chunks_hold_every_row_of_every_bucket_once() -> None:
         60_000: {f"k{i}": i + 1 for i in range(_COPY_CHUNK_ROWS + 3)},
         120_000: {"a": 0, "b": 5},  # "a" cancelled out within the bucket: no row
     }
-    chunks = [chunk async for chunk in _event_chunks(deltas)]
+    chunks = [chunk async for chunk in _event_chunks([deltas])]
     assert len(chunks) == 3  # the first bucket needs two
     rows = [row for chunk in chunks for row in _rows(chunk)]
     first, second = bucket_start_text(60_000), bucket_start_text(120_000)
@@ -99,20 +99,20 @@ async def test_chunks_hold_every_row_of_every_bucket_once() -> None:
 
 
 async def test_no_chunk_when_every_delta_is_zero() -> None:
-    assert [chunk async for chunk in _event_chunks({0: {"a": 0}})] == []
+    assert [chunk async for chunk in _event_chunks([{0: {"a": 0}}])] == []
 
 
 def test_totals_of_one_bucket_in_key_order() -> None:
-    assert _totals({0: {"b": 2, "a": 1, "é": 3, "Z": 4}}) == (["Z", "a", "b", "é"], [4, 1, 2, 3])
+    assert _totals([{0: {"b": 2, "a": 1, "é": 3, "Z": 4}}]) == (["Z", "a", "b", "é"], [4, 1, 2, 3])
 
 
 def test_totals_sum_over_buckets_and_leave_out_what_sums_to_zero() -> None:
     deltas = {0: {"b": 2, "a": 1, "z": 0}, 1000: {"a": 4, "c": -1, "b": -2}, 2000: {"d": 2**70}}
-    assert _totals(deltas) == (["a", "c", "d"], [5, -1, 2**70])
-    assert _totals({0: {"a": 0}}) == ([], [])
+    assert _totals([deltas]) == (["a", "c", "d"], [5, -1, 2**70])
+    assert _totals([{0: {"a": 0}}]) == ([], [])
 
 
 def test_totals_follow_code_points_as_utf8_bytes_do() -> None:
     keys = ["b", "a", "é", "z", "😀", "ﬀ", "B"]
-    sorted_keys, _ = _totals({0: dict.fromkeys(keys, 1)})
+    sorted_keys, _ = _totals([{0: dict.fromkeys(keys, 1)}])
     assert sorted_keys == sorted(keys, key=lambda k: k.encode())

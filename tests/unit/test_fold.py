@@ -153,7 +153,7 @@ def test_a_record_naming_a_member_twice_is_dead_lettered_even_for_a_known_key() 
         FakeRecord(1, 1000, b'{"key":"a","value":1,"value":1000}'),
         FakeRecord(2, 1000, b'{"key":"a","value":1,"k\\u0065y":"b"}'),
         FakeRecord(3, 1000, b'{"key":"a\\"","value":1}'),  # escaped quote, no repeat: counted
-        FakeRecord(4, 1000, b'{"key":"b","value":2,"id":"x"}'),  # another member: counted
+        FakeRecord(4, 1000, b'{"key":"b","value":2,"note":"x"}'),  # another member: counted
     ]
     rejected = fold(state, records, 1000, decoder)
     assert [(r.offset, reason) for r, reason in rejected] == [
@@ -209,7 +209,7 @@ def test_a_remembered_value_is_what_decoding_says() -> None:
             want = str(exc)
         for _ in range(2):  # decoded, then remembered
             try:
-                got: tuple[str, int] | str = decoder.known.get(value) or decoder.decode(value)
+                got: tuple[str, int] | str = decoder.known.get(value) or decoder.decode(value)[:2]
             except InvalidRecord as exc:
                 got = str(exc)
             assert got == want, value

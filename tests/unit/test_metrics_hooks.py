@@ -90,6 +90,7 @@ def _aggregator_steps() -> Steps:
         ("on_flush", (0, "tick", "failed", 20, 0.040)),
         ("on_flush", (0, "tick", "committed", 20, 0.012)),
         ("on_flush", (1, "memory", "fenced", 6, 0.003)),
+        ("on_repeated", (3, 1)),
         ("on_dropped", ([1],)),
     ]
 

@@ -4,7 +4,9 @@ ingress and the aggregator."""
 from distcount_codec._errors import InvalidIncrement, InvalidJSON, InvalidRecord
 from distcount_codec._increment import (
     Increment,
+    batch_id,
     batch_records,
+    decode_keyed_record,
     decode_record,
     encode_record,
     sum_by_key,
@@ -13,7 +15,17 @@ from distcount_codec._increment import (
 )
 from distcount_codec._json import parse_json, unique_members
 from distcount_codec._record import RecordDecoder
-from distcount_codec._rules import INT64_MAX, INT64_MIN, MAX_KEY_BYTES, key_errors
+from distcount_codec._rules import (
+    IDEMPOTENCY_KEY_PATTERN,
+    INT64_MAX,
+    INT64_MIN,
+    MAX_ID_BYTES,
+    MAX_IDEMPOTENCY_KEY_BYTES,
+    MAX_KEY_BYTES,
+    id_errors,
+    idempotency_key_errors,
+    key_errors,
+)
 from distcount_codec._schema import (
     FORMAT_CHECKS,
     FORMATS,
@@ -28,9 +40,12 @@ from distcount_codec._schema import (
 __all__ = [
     "FORMATS",
     "FORMAT_CHECKS",
+    "IDEMPOTENCY_KEY_PATTERN",
     "INT64_MAX",
     "INT64_MIN",
     "KEY_FORMAT",
+    "MAX_IDEMPOTENCY_KEY_BYTES",
+    "MAX_ID_BYTES",
     "MAX_KEY_BYTES",
     "VALUE_FORMAT",
     "Increment",
@@ -38,10 +53,14 @@ __all__ = [
     "InvalidJSON",
     "InvalidRecord",
     "RecordDecoder",
+    "batch_id",
     "batch_records",
     "batch_schema",
+    "decode_keyed_record",
     "decode_record",
     "encode_record",
+    "id_errors",
+    "idempotency_key_errors",
     "increment_schema",
     "key_errors",
     "key_schema",

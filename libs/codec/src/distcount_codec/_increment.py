@@ -2,7 +2,9 @@
 checked against the rules of `_rules`, batches, and the Kafka record format.
 
 On Kafka, the record value is UTF-8 JSON `{"key": …, "value": …}` and the message key is the
-counter key; the message key is only for locality, the value's key is the one counted.
+counter key; the message key is only for locality, the value's key is the one counted. A record
+may carry an idempotency id, `"id": "…"`: the aggregators count one record of an id at most
+once within their window (see the README).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from distcount_codec._rules import (
     CONTROL,
     INT64_MAX,
     INT64_MIN,
+    id_errors,
     key_errors,
     value_errors,
 )
@@ -85,12 +88,23 @@ def sum_by_key(increments: Iterable[Increment]) -> list[Increment]:
     return result
 
 
-def encode_record(increment: Increment) -> tuple[bytes, bytes]:
-    """(message key, message value) for the Kafka topic."""
-    return increment.key.encode(), orjson.dumps({"key": increment.key, "value": increment.value})
+def encode_record(increment: Increment, ident: str | None = None) -> tuple[bytes, bytes]:
+    """(message key, message value) for the Kafka topic; `ident` is the record's id, if any."""
+    key, value = increment
+    if ident is None:
+        return key.encode(), orjson.dumps({"key": key, "value": value})
+    return key.encode(), orjson.dumps({"key": key, "value": value, "id": ident})
 
 
-def batch_records(data: object, max_items: int) -> list[tuple[bytes, bytes]]:
+def batch_id(idempotency_key: str, index: int) -> str:
+    """The id of a batch's record `index` (in the order of `batch_records`), under the batch's
+    idempotency key: the same body sent again makes the same records with the same ids."""
+    return f"{idempotency_key} {index}"
+
+
+def batch_records(
+    data: object, max_items: int, idempotency_key: str | None = None
+) -> list[tuple[bytes, bytes]]:
     """The Kafka records of a batch body: what `validate_batch`, `sum_by_key` and
     `encode_record` give one after the other (the same records in the same order, the same
     errors), in one pass over the items where every item is plainly valid.
@@ -98,7 +112,15 @@ def batch_records(data: object, max_items: int) -> list[tuple[bytes, bytes]]:
     A batch of a thousand increments spends most of its time in the ingress on these three
     steps, item by item; an item the quick checks below cannot pass (a bad one, or a key too
     long to be sure of its UTF-8 size without encoding it) sends the whole batch the long way,
-    which says what is wrong."""
+    which says what is wrong.
+
+    With an `idempotency_key` each record carries the id `batch_id` gives it."""
+    if idempotency_key is not None:
+        increments = sum_by_key(validate_batch(data, max_items))
+        return [
+            encode_record(increment, batch_id(idempotency_key, index))
+            for index, increment in enumerate(increments)
+        ]
     items = data.get("increments") if type(data) is dict else None
     if type(items) is not list or not 0 < len(items) <= max_items:
         return _long_way(data, max_items)  # raises, naming what is wrong
@@ -135,6 +157,12 @@ def _long_way(data: object, max_items: int) -> list[tuple[bytes, bytes]]:
 
 def decode_record(value: bytes | None) -> Increment:
     """The increment a record carries, or InvalidRecord with the reason."""
+    return decode_keyed_record(value)[0]
+
+
+def decode_keyed_record(value: bytes | None) -> tuple[Increment, str | None]:
+    """The increment a record carries and its id (None: it has none), or InvalidRecord with
+    the reason."""
     if not value:
         raise InvalidRecord("empty record value")
     try:
@@ -145,6 +173,13 @@ def decode_record(value: bytes | None) -> Increment:
         raise InvalidRecord(f"breaks the record contract: {exc}") from None
     # the consumer's hot path is `RecordDecoder`, which comes here only for the uncommon shapes
     try:
-        return validate_increment(data)
+        increment = validate_increment(data)
     except InvalidIncrement as exc:
         raise InvalidRecord(f"breaks the record contract: {exc}") from None
+    assert isinstance(data, dict)  # validate_increment said so
+    ident = data.get("id")
+    if ident is None and "id" not in data:
+        return increment, None
+    if problems := id_errors(ident):
+        raise InvalidRecord(f"breaks the record contract: id: {', '.join(problems)}")
+    return increment, ident

@@ -3,7 +3,8 @@
 Most records repeat a value seen shortly before (the same key counted by one again), so the
 decoder remembers the values it decoded: a repeat costs one dict lookup, which the consumer does
 inline. A value not seen yet takes orjson and the rules' checks inline when it has the one shape
-the ingress writes, and the full `decode_record` otherwise.
+the ingress writes, and the full `decode_keyed_record` otherwise. A record with an id is never
+remembered: its value is one of a kind.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Final
 
 import orjson
 
-from distcount_codec._increment import decode_record
+from distcount_codec._increment import decode_keyed_record
 from distcount_codec._rules import ALWAYS_SHORT_ENOUGH, CONTROL, INT64_MAX, INT64_MIN
 
 # values remembered; past this many the memory starts afresh (a few tens of MB at most)
@@ -21,8 +22,9 @@ MAX_KNOWN_VALUES: Final = 100_000
 
 class RecordDecoder:
     """`known` maps record values already decoded to their (key, value); `decode` decodes one
-    that is not there (or raises InvalidRecord) and remembers it. Plain tuples, not Increments:
-    building a named tuple costs more than the rest of a lookup."""
+    that is not there into (key, value, id) (or raises InvalidRecord) and remembers it unless it
+    has an id. Plain tuples, not Increments: building a named tuple costs more than the rest of
+    a lookup."""
 
     __slots__ = ("_max_known", "known")
 
@@ -30,9 +32,10 @@ class RecordDecoder:
         self.known: dict[bytes, tuple[str, int]] = {}
         self._max_known = max_known
 
-    def decode(self, value: bytes | None) -> tuple[str, int]:
+    def decode(self, value: bytes | None) -> tuple[str, int, str | None]:
         if not value:
-            return decode_record(value)  # raises, with the reason
+            decode_keyed_record(value)  # raises, with the reason
+            raise AssertionError("an empty record value was decoded")
         try:
             data = orjson.loads(value)
         except orjson.JSONDecodeError:
@@ -52,13 +55,17 @@ class RecordDecoder:
             ):
                 decoded = (key, count)
             else:
-                key, count = decode_record(value)
+                (key, count), ident = decode_keyed_record(value)
+                if ident is not None:
+                    return key, count, ident
                 decoded = (key, count)
         else:
-            key, count = decode_record(value)
+            (key, count), ident = decode_keyed_record(value)
+            if ident is not None:
+                return key, count, ident
             decoded = (key, count)
         known = self.known
         if len(known) >= self._max_known:
             known.clear()
         known[value] = decoded
-        return decoded
+        return key, count, None

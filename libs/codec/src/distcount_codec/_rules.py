@@ -20,6 +20,14 @@ CONTROL: Final = re.compile(f"[{CONTROL_CHARACTERS}]")
 # a key this short cannot exceed MAX_KEY_BYTES however it encodes (at most 4 bytes a character)
 ALWAYS_SHORT_ENOUGH: Final = MAX_KEY_BYTES // 4
 
+# A record's idempotency id (`id`): any string this long at most. The ingress makes them of an
+# `Idempotency-Key` header (visible ASCII, no space, so that " " can join it to a batch
+# record's index without two headers ever making the same id).
+MAX_ID_BYTES: Final = 512
+MAX_IDEMPOTENCY_KEY_BYTES: Final = 255
+IDEMPOTENCY_KEY_PATTERN: Final = f"^[!-~]{{1,{MAX_IDEMPOTENCY_KEY_BYTES}}}$"
+_IDEMPOTENCY_KEY: Final = re.compile(f"[!-~]{{1,{MAX_IDEMPOTENCY_KEY_BYTES}}}")
+
 OUT_OF_RANGE: Final = "must be within the 64-bit signed integer range"
 REPEATED: Final = "must not be repeated"
 
@@ -53,3 +61,29 @@ def value_errors(value: object) -> list[str]:
     if not INT64_MIN <= value <= INT64_MAX:
         return [OUT_OF_RANGE]
     return []
+
+
+def id_errors(ident: object) -> list[str]:
+    """What is wrong with a record's `id`: a string of 1..MAX_ID_BYTES bytes of UTF-8."""
+    if not isinstance(ident, str):
+        return ["must be a string"]
+    if not ident:
+        return ["can't be blank"]
+    if len(ident) > MAX_ID_BYTES // 4:
+        try:
+            size = len(ident.encode())
+        except UnicodeEncodeError:
+            return ["must be valid UTF-8"]
+        if size > MAX_ID_BYTES:
+            return [f"must be at most {MAX_ID_BYTES} bytes of UTF-8 (it is {size})"]
+    return []
+
+
+def idempotency_key_errors(header: str) -> list[str]:
+    """What is wrong with an `Idempotency-Key` header's value (as the server decoded it)."""
+    if _IDEMPOTENCY_KEY.fullmatch(header):
+        return []
+    return [
+        f"must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} visible ASCII characters (no spaces), "
+        "such as a UUID"
+    ]

@@ -89,6 +89,14 @@ DEAD_LETTERS: Final = Metric(
     "records",
     "records that break the contract, sent to the dead-letter topic",
 )
+REPEATED: Final = Metric(
+    "aggregator.repeated",
+    Kind.COUNTER,
+    ("body",),
+    "records",
+    "records whose idempotency id was counted before within the window, not counted again "
+    "(body: `same`, a retry; `different`, the id reused for another increment)",
+)
 LIVE_ENTRIES: Final = Metric(
     "aggregator.live_entries",
     Kind.GAUGE,
@@ -180,6 +188,7 @@ CATALOG: Final[tuple[Metric, ...]] = (
     UNAVAILABLE,
     RECORDS_IN,
     DEAD_LETTERS,
+    REPEATED,
     LIVE_ENTRIES,
     STALLED_PARTITIONS,
     FLUSH_DURATION,

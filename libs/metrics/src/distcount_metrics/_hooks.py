@@ -74,6 +74,10 @@ class AggregatorMetrics:
     ) -> None:
         """A partition's flush ended: `outcome` is "committed", "fenced" or "failed"."""
 
+    def on_repeated(self, same: int, different: int) -> None:
+        """A committed flush left out records whose id was counted before: `same` retries of
+        the increment counted, `different` other increments sent under a used id."""
+
     def on_dropped(self, partitions: Collection[int]) -> None:
         """What was folded for `partitions` was dropped (revoked, or fenced)."""
 
@@ -200,6 +204,12 @@ class RecordingAggregatorMetrics(AggregatorMetrics):
         for timestamp_ms, rate in pending:
             # a producer's clock ahead of ours would make it negative
             recorder.time(m.DELAY, (), max(0, now_ms - timestamp_ms), rate)
+
+    def on_repeated(self, same: int, different: int) -> None:
+        if same:
+            self._recorder.count(m.REPEATED, ("same",), same)
+        if different:
+            self._recorder.count(m.REPEATED, ("different",), different)
 
     def on_dropped(self, partitions: Collection[int]) -> None:
         for partition in partitions:

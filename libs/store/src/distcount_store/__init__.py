@@ -16,6 +16,7 @@ from distcount_store._counters import (
     Fenced,
     PartitionFlush,
     Total,
+    Written,
     flush_partition,
     read_offset,
     read_offsets,
@@ -24,6 +25,7 @@ from distcount_store._counters import (
 from distcount_store._database import Connection, Database, connect, redact
 from distcount_store._errors import DatabaseUnavailable, MigrationError, QueryFailed, StoreError
 from distcount_store._grants import SERVICE_PRIVILEGES, grant_service_privileges, service_role
+from distcount_store._ids import FORGET_CHUNK, claim_ids, forget_ids, id_digest
 from distcount_store._migrate import (
     Migration,
     applied_migrations,
@@ -44,6 +46,7 @@ from distcount_store._stalls import (
 
 __all__ = [
     "CHUNK_ROWS",
+    "FORGET_CHUNK",
     "SERVICE_PRIVILEGES",
     "Connection",
     "Database",
@@ -64,7 +67,9 @@ __all__ = [
     "TierDone",
     "TierRange",
     "Total",
+    "Written",
     "applied_migrations",
+    "claim_ids",
     "compaction",
     "compaction_lock",
     "connect",
@@ -72,7 +77,9 @@ __all__ = [
     "create_login_role",
     "find_migrations",
     "flush_partition",
+    "forget_ids",
     "grant_service_privileges",
+    "id_digest",
     "migrate",
     "prefix_end",
     "read_offset",

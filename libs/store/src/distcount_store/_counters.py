@@ -4,12 +4,14 @@ The flush is what makes the pipeline exactly once: the partition's stored offset
 checked against the one this process started from, the event rows and the totals are written, and
 the offset advances, all in one transaction. A different stored offset means another process owns
 the partition now (or did in between): nothing is written and the caller must re-read and re-seek.
+Records with an idempotency id are counted only if their id is claimed in that transaction
+(see `_ids`).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import islice
@@ -19,9 +21,7 @@ import asyncpg
 
 from distcount_codec import INT64_MAX, INT64_MIN
 from distcount_store._errors import mapped
-
-# a connection of its own, or one borrowed from a pool
-Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+from distcount_store._ids import Conn, claim_ids
 
 _LOCK_OFFSET = """
 SELECT next_offset FROM consumer_offsets
@@ -88,6 +88,20 @@ class PartitionFlush:
     # a time before which every record of the partition acknowledged to a producer is below
     # `next_offset` (None: nothing new to say); it never moves back
     as_of: datetime | None = None
+    # the records with an id: id -> (bucket start ms, key, value), each counted only if its id
+    # is not claimed within the last `id_window_s` seconds
+    keyed: Mapping[str, tuple[int, str, int]] = field(default_factory=dict)
+    id_window_s: int = 86_400
+
+
+@dataclass(frozen=True)
+class Written:
+    """A committed flush: its event rows, and the records with an id it did not count because
+    the id was claimed before (`conflicting` of them with another increment than the first)."""
+
+    rows: int
+    repeated: int = 0
+    conflicting: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,9 +111,10 @@ class Fenced:
     stored_offset: int | None
 
 
-async def flush_partition(conn: Conn, flush: PartitionFlush) -> Fenced | int:
+async def flush_partition(conn: Conn, flush: PartitionFlush) -> Fenced | Written:
     """Write one partition's deltas and advance its offset in one transaction; on success, the
-    number of event rows written (deltas that summed to zero write none).
+    number of event rows written (deltas that summed to zero write none) and of the records
+    with an id it did not count.
 
     The deltas are read while the transaction runs (their rows stream to the server a chunk
     at a time), so they must not change until this returns: the aggregator folds and flushes
@@ -109,13 +124,22 @@ async def flush_partition(conn: Conn, flush: PartitionFlush) -> Fenced | int:
         return await _flush(conn, flush, ident)
 
 
-async def _flush(conn: Conn, flush: PartitionFlush, ident: tuple[str, str, int]) -> Fenced | int:
+async def _flush(
+    conn: Conn, flush: PartitionFlush, ident: tuple[str, str, int]
+) -> Fenced | Written:
     try:
         async with conn.transaction():
             stored = await conn.fetchval(_LOCK_OFFSET, *ident)
             if stored != flush.expected_offset:
                 return Fenced(stored)
-            rows = await _write_deltas(conn, flush.deltas) if flush.deltas else 0
+            parts = [flush.deltas]
+            repeated = conflicting = 0
+            if flush.keyed:
+                claimed = await claim_ids(conn, flush.keyed, flush.id_window_s)
+                repeated, conflicting = claimed.repeated, claimed.conflicting
+                if claimed.fresh:
+                    parts.append(_bucketed(claimed.fresh))
+            rows = await _write_deltas(conn, parts) if any(parts) else 0
             if stored is None:
                 await conn.execute(_INSERT_OFFSET, *ident, flush.next_offset, flush.as_of)
             else:
@@ -123,28 +147,41 @@ async def _flush(conn: Conn, flush: PartitionFlush, ident: tuple[str, str, int])
     except asyncpg.UniqueViolationError:
         # another process inserted the partition's first row between our read and our insert
         return Fenced(await read_offset(conn, flush.group_id, flush.topic, flush.partition))
-    return rows
+    return Written(rows, repeated, conflicting)
 
 
-async def _write_deltas(conn: Conn, deltas: Mapping[int, Mapping[str, int]]) -> int:
-    """The event rows, then the totals; the number of event rows (a delta of 0, increments that
-    cancelled out within a bucket, leaves none)."""
+Deltas = Mapping[int, Mapping[str, int]]
+
+
+def _bucketed(entries: list[tuple[int, str, int]]) -> dict[int, dict[str, int]]:
+    """(bucket start, key, value) entries as deltas per bucket and key."""
+    deltas: dict[int, dict[str, int]] = {}
+    for bucket_start, key, value in entries:
+        bucket = deltas.setdefault(bucket_start, {})
+        bucket[key] = bucket.get(key, 0) + value
+    return deltas
+
+
+async def _write_deltas(conn: Conn, parts: list[Deltas]) -> int:
+    """The event rows of every part, then the totals; the number of event rows (a delta of 0,
+    increments that cancelled out within a bucket, leaves none). A (bucket, key) in two parts
+    gets a row from each: every row is a delta."""
     status = await conn.copy_to_table(
-        "counter_events", source=_event_chunks(deltas), columns=_EVENT_COLUMNS, format="text"
+        "counter_events", source=_event_chunks(parts), columns=_EVENT_COLUMNS, format="text"
     )
     rows = int(status.rpartition(" ")[2])  # "COPY <rows>"
     if rows:
-        keys, sums = _totals(deltas)
+        keys, sums = _totals(parts)
         if keys:
             wide = _needs_numeric(sums)
             await conn.execute(_UPSERT_TOTALS_WIDE if wide else _UPSERT_TOTALS, keys, sums)
     return rows
 
 
-async def _event_chunks(deltas: Mapping[int, Mapping[str, int]]) -> AsyncIterator[bytes]:
+async def _event_chunks(parts: list[Deltas]) -> AsyncIterator[bytes]:
     """The event rows in COPY's text format, `_COPY_CHUNK_ROWS` at a time: the event loop gets
     a turn between chunks, and a large flush never holds all its rows as text at once."""
-    for bucket_start_ms, bucket in deltas.items():
+    for bucket_start_ms, bucket in ((b, keys) for part in parts for b, keys in part.items()):
         stamp = bucket_start_text(bucket_start_ms)
         entries = iter(bucket.items())
         while chunk := list(islice(entries, _COPY_CHUNK_ROWS)):
@@ -171,15 +208,16 @@ def bucket_start_text(bucket_start_ms: int) -> str:
     return (_EPOCH + timedelta(milliseconds=bucket_start_ms)).isoformat()
 
 
-def _totals(deltas: Mapping[int, Mapping[str, int]]) -> tuple[list[str], list[int]]:
-    """(keys, sums): each key's sum over the buckets, for the keys whose sum is not 0, in key
-    order (code points, which is also the byte order of their UTF-8)."""
-    if len(deltas) == 1:
-        (totals,) = deltas.values()  # one bucket: a key appears once
+def _totals(parts: list[Deltas]) -> tuple[list[str], list[int]]:
+    """(keys, sums): each key's sum over the buckets of every part, for the keys whose sum is
+    not 0, in key order (code points, which is also the byte order of their UTF-8)."""
+    buckets = [bucket for part in parts for bucket in part.values()]
+    if len(buckets) == 1:
+        (totals,) = buckets  # one bucket: a key appears once
     else:
         summed: dict[str, int] = {}
         get = summed.get
-        for bucket in deltas.values():
+        for bucket in buckets:
             for key, delta in bucket.items():
                 summed[key] = get(key, 0) + delta
         totals = summed

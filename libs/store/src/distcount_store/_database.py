@@ -18,11 +18,13 @@ from distcount_store._counters import (
     Fenced,
     PartitionFlush,
     Total,
+    Written,
     flush_partition,
     read_offsets,
     read_total,
 )
 from distcount_store._errors import mapped
+from distcount_store._ids import forget_ids
 from distcount_store._reads import (
     Flushed,
     HistoryQuery,
@@ -95,7 +97,7 @@ class Database:
             "PostgreSQL does not answer", timeout_s, self._pool.fetchval, "SELECT 1"
         )
 
-    async def flush(self, flush: PartitionFlush) -> Fenced | int:
+    async def flush(self, flush: PartitionFlush) -> Fenced | Written:
         """`flush_partition` on a connection of the pool; a connection that failed is closed,
         whatever state the failure left it in, and the pool opens a new one."""
         with mapped(f"flushing partition {flush.partition}"):
@@ -105,6 +107,12 @@ class Database:
                 except BaseException:
                     conn.terminate()
                     raise
+
+    async def forget_ids(self, window_s: int) -> int:
+        """Delete a chunk of the idempotency ids older than the window; how many went."""
+        with mapped("deleting expired idempotency ids"):
+            async with self._pool.acquire() as conn:
+                return await forget_ids(conn, window_s)
 
     async def read_offsets(
         self, group_id: str, topic: str, partitions: list[int]

@@ -33,6 +33,9 @@ SERVICE_PRIVILEGES: Final[Mapping[str, tuple[str, ...]]] = {
     "partition_stalls": ("SELECT", "INSERT", "UPDATE", "DELETE"),
     # a skip leaves its trace
     "skipped_ranges": ("INSERT",),
+    # the flush claims ids (an expired one is claimed again by UPDATE) and compares digests;
+    # the aggregators delete the expired ones
+    "counter_ids": ("SELECT", "INSERT", "UPDATE", "DELETE"),
 }
 
 

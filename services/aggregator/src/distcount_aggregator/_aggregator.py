@@ -82,6 +82,7 @@ class Aggregator:
             database,
             dead_letters,
             self._metrics,
+            id_window_s=settings.idempotency_window_s,
             forget=self._decoder.known.clear,
         )
         self._stalls = Stalls(settings, consumer, database, self._metrics)

@@ -37,7 +37,7 @@ from distcount_aggregator._errors import FlushImpossible
 from distcount_aggregator._fold import PartitionState, Taken, next_tick_ms
 from distcount_core import Backoff
 from distcount_metrics import AggregatorMetrics
-from distcount_store import Database, Fenced, PartitionFlush, StoreError
+from distcount_store import FORGET_CHUNK, Database, Fenced, PartitionFlush, StoreError, Written
 
 log = logging.getLogger("distcount.aggregator")
 
@@ -45,6 +45,8 @@ log = logging.getLogger("distcount.aggregator")
 MAX_WAIT_MS: Final = 500
 # a flush that drops at least this many entries (some 10 MB or more) hands their memory back
 RELEASE_AFTER_ENTRIES: Final = 100_000
+# how often a flush that landed is followed by deleting the expired idempotency ids
+FORGET_IDS_EVERY_S: Final = 60.0
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
@@ -138,7 +140,7 @@ class Flight:
     parts: list[_Part]
     topic: str
     reason: str
-    task: asyncio.Future[list[Fenced | int | BaseException]]
+    task: asyncio.Future[list[Fenced | Written | BaseException]]
 
     @property
     def partitions(self) -> set[int]:
@@ -161,6 +163,7 @@ class Checkpointer:
         dead_letters: DeadLetters,
         metrics: AggregatorMetrics,
         *,
+        id_window_s: int = 86_400,
         forget: Callable[[], object] | None = None,
     ) -> None:
         """`forget` is called after a flush that dropped a large state, before its memory is
@@ -168,8 +171,14 @@ class Checkpointer:
         were made while folding, among the state's objects, in the same arenas of Python's
         allocator, which go back to the system only once empty: a few of them left in each keep
         most of a large state resident (see benchmarks/memory.py). The cost: the next records
-        decode their values again, at most `MAX_KNOWN_VALUES` of them."""
+        decode their values again, at most `MAX_KNOWN_VALUES` of them.
+
+        `id_window_s`: how long an idempotency id counts once (DISTCOUNT_IDEMPOTENCY_WINDOW_S);
+        a landed flight is followed, every FORGET_IDS_EVERY_S, by deleting the older ids."""
         self._group = group_id
+        self._id_window_s = id_window_s
+        self._next_forget = 0.0
+        self._forgetting: asyncio.Future[None] | None = None
         self._consumer = consumer
         self._database = database
         self._dead_letters = dead_letters
@@ -241,15 +250,34 @@ class Checkpointer:
             task = asyncio.ensure_future(self._commit_for_lag(committed))
             self._lag_commits.add(task)
             task.add_done_callback(self._lag_commits.discard)
+            self._forget_expired_ids()
         return ok
 
     async def close(self) -> None:
-        """Lag-only commits still waiting for a coordinator are not worth waiting for."""
-        for task in self._lag_commits:
+        """Lag-only commits still waiting for a coordinator are not worth waiting for, nor is
+        deleting expired ids (the next aggregator goes on with it)."""
+        tasks = [*self._lag_commits, *([self._forgetting] if self._forgetting else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._lag_commits, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _flush_one(self, part: _Part, topic: str, reason: str) -> Fenced | int:
+    def _forget_expired_ids(self) -> None:
+        """Start deleting the ids older than the window, if it is time and none is under way:
+        in chunks, beside the loop, until a chunk comes back short."""
+        now = time.monotonic()
+        if now < self._next_forget or (self._forgetting and not self._forgetting.done()):
+            return
+        self._next_forget = now + FORGET_IDS_EVERY_S
+        self._forgetting = asyncio.ensure_future(self._forget_ids())
+
+    async def _forget_ids(self) -> None:
+        try:
+            while await self._database.forget_ids(self._id_window_s) >= FORGET_CHUNK:
+                pass
+        except StoreError as exc:  # tried again after the next interval
+            log.warning("cannot delete the expired idempotency ids: %s", exc)
+
+    async def _flush_one(self, part: _Part, topic: str, reason: str) -> Fenced | Written:
         partition, taken = part.state.partition, part.taken
         start = time.perf_counter()
         outcome, rows = "failed", 0
@@ -266,13 +294,36 @@ class Checkpointer:
                     next_offset=taken.next_offset,
                     deltas=taken.deltas,
                     as_of=None if as_of is None else datetime.fromtimestamp(as_of / 1000, UTC),
+                    keyed=taken.keyed,
+                    id_window_s=self._id_window_s,
                 )
             )
-            outcome, rows = ("fenced", 0) if isinstance(result, Fenced) else ("committed", result)
+            if isinstance(result, Fenced):
+                outcome = "fenced"
+            else:
+                outcome, rows = "committed", result.rows
+                self._repeated(partition, taken, result)
             return result
         finally:
             duration_s = time.perf_counter() - start
             self._metrics.on_flush(partition, reason, outcome, rows, duration_s)
+
+    def _repeated(self, partition: int, taken: Taken, written: Written) -> None:
+        """Report the records with an id that were not counted: in the flush's own state
+        (folded twice) or in PostgreSQL (claimed by an earlier flush)."""
+        repeated = taken.repeated + written.repeated
+        if not repeated:
+            return
+        different = taken.conflicting + written.conflicting
+        self._metrics.on_repeated(repeated - different, different)
+        if different:
+            log.warning(
+                "partition %d: %d records reuse an idempotency id with another increment than "
+                "the one it counted; they are not counted",
+                partition,
+                different,
+                extra={"partition": partition, "records": different},
+            )
 
     def _failed(self, state: PartitionState, reason: str, error: BaseException) -> None:
         retriable = isinstance(error, KafkaError) or (

@@ -35,10 +35,16 @@ class Taken:
     as_of_ms: int | None
     expected_offset: int | None
     next_offset: int
+    # records with an id: id -> (bucket start, key, value), the first of each id folded
+    keyed: dict[str, tuple[int, str, int]]
+    # records whose id was folded before, since the last take: not counted (`conflicting` of
+    # them with another increment than the first)
+    repeated: int = 0
+    conflicting: int = 0
 
     @property
     def entries(self) -> int:
-        return sum(len(keys) for keys in self.deltas.values())
+        return sum(len(keys) for keys in self.deltas.values()) + len(self.keyed)
 
 
 class PartitionState:
@@ -54,15 +60,21 @@ class PartitionState:
     markers are written); whatever it acknowledged before t lies below that end. The folded
     offset, read committed, reaches that end only once every transaction below it is decided, so
     then t is an as_of. The flush stores it with the offset.
+
+    Records with an id are not summed into the buckets: `keyed` keeps the first of each id, and
+    the flush counts it only if no flush stored its id within the window (see distcount_store).
     """
 
     __slots__ = (
         "as_of_ms",
+        "conflicting",
         "deltas",
         "folded_until",
+        "keyed",
         "partition",
         "position",
         "probes",
+        "repeated",
         "stored_offset",
     )
 
@@ -77,10 +89,14 @@ class PartitionState:
         # (time ms, end offset) of the probes not reached yet, oldest first
         self.probes: list[tuple[int, int]] = []
         self.as_of_ms: int | None = None  # reached, not stored yet
+        # id -> (bucket start, key, value): the first record folded of each id
+        self.keyed: dict[str, tuple[int, str, int]] = {}
+        self.repeated = 0  # records whose id was folded before, since the last take
+        self.conflicting = 0  # those of them with another increment than the first
 
     @property
     def entries(self) -> int:
-        return sum(len(keys) for keys in self.deltas.values())
+        return sum(len(keys) for keys in self.deltas.values()) + len(self.keyed)
 
     @property
     def dirty(self) -> bool:
@@ -118,6 +134,8 @@ class PartitionState:
         self.stored_offset = self.next_offset
         self.folded_until = None
         self.deltas = {}
+        self.keyed = {}
+        self.repeated = self.conflicting = 0
         self.as_of_ms = None
 
     def take(self) -> Taken:
@@ -127,9 +145,18 @@ class PartitionState:
         next_offset = self.next_offset
         assert next_offset is not None
         taken = Taken(
-            self.deltas, self.folded_until, self.as_of_ms, self.stored_offset, next_offset
+            self.deltas,
+            self.folded_until,
+            self.as_of_ms,
+            self.stored_offset,
+            next_offset,
+            self.keyed,
+            self.repeated,
+            self.conflicting,
         )
         self.deltas = {}
+        self.keyed = {}
+        self.repeated = self.conflicting = 0
         self.folded_until = None
         self.as_of_ms = None
         return taken
@@ -149,10 +176,24 @@ class PartitionState:
                 continue
             for key, delta in keys.items():
                 theirs[key] = theirs.get(key, 0) + delta
+        # the first record of an id is the one taken, when both have one
+        keyed, self.keyed = self.keyed, taken.keyed
+        for ident, entry in keyed.items():
+            self.keep(ident, entry)
+        self.repeated += taken.repeated
+        self.conflicting += taken.conflicting
         if self.folded_until is None:
             self.folded_until = taken.folded_until
         if self.as_of_ms is None:  # else a later one was reached since
             self.as_of_ms = taken.as_of_ms
+
+    def keep(self, ident: str, entry: tuple[int, str, int]) -> None:
+        """Keep a record with an id (bucket start, key, value) unless one of its id is kept."""
+        kept = self.keyed.setdefault(ident, entry)
+        if kept is not entry:
+            self.repeated += 1
+            if kept[1:] != entry[1:]:
+                self.conflicting += 1
 
     def reset(self, stored_offset: int | None) -> None:
         """Drop what was folded: another process flushed first, so read again from the store."""
@@ -160,6 +201,8 @@ class PartitionState:
         self.position = stored_offset
         self.folded_until = None
         self.deltas = {}
+        self.keyed = {}
+        self.repeated = self.conflicting = 0
         self.probes = []
         self.as_of_ms = None
 
@@ -180,7 +223,8 @@ def fold(
     to the state's buckets; returns the records that break the contract, each with the reason.
 
     This runs once per record: a value decoded before costs one lookup in the decoder's memory
-    (see `RecordDecoder`).
+    (see `RecordDecoder`). A record with an id goes to the state's `keyed` instead of the
+    buckets, unless one of its id is there already.
     """
     if not records:
         return []
@@ -194,18 +238,20 @@ def fold(
         increment = known(record.value)
         if increment is None:
             try:
-                increment = decode(record.value)
+                key, value, ident = decoded = decode(record.value)
             except InvalidRecord as exc:
                 rejected.append((record, str(exc)))
                 continue
-        key, value = increment
+            if ident is not None:
+                if reason := _fold_keyed(state, record.timestamp, bucket_ms, decoded):
+                    rejected.append((record, reason))
+                continue
+        else:
+            key, value = increment
         timestamp = record.timestamp
         if timestamp is None or not low <= timestamp < high:
-            if timestamp is None or timestamp < 0:
-                rejected.append((record, "record has no timestamp"))
-                continue
-            if timestamp > MAX_TIMESTAMP_MS:
-                rejected.append((record, f"timestamp {timestamp} is past the year 9999"))
+            if problem := _timestamp_problem(timestamp):
+                rejected.append((record, problem))
                 continue
             low = timestamp - timestamp % bucket_ms
             high = low + bucket_ms
@@ -213,3 +259,27 @@ def fold(
         current[key] = current.get(key, 0) + value
     state.position = state.folded_until = records[-1].offset + 1
     return rejected
+
+
+def _timestamp_problem(timestamp: int | None) -> str | None:
+    if timestamp is None or timestamp < 0:
+        return "record has no timestamp"
+    if timestamp > MAX_TIMESTAMP_MS:
+        return f"timestamp {timestamp} is past the year 9999"
+    return None
+
+
+def _fold_keyed(
+    state: PartitionState,
+    timestamp: int | None,
+    bucket_ms: int,
+    decoded: tuple[str, int, str | None],
+) -> str | None:
+    """Keep a record with an id, the first of its id only; what is wrong with it, if anything."""
+    if problem := _timestamp_problem(timestamp):
+        return problem
+    key, value, ident = decoded
+    assert timestamp is not None  # checked above
+    assert ident is not None  # the caller's check
+    state.keep(ident, (timestamp - timestamp % bucket_ms, key, value))
+    return None

@@ -24,6 +24,7 @@ from distcount_codec import (
     InvalidIncrement,
     batch_records,
     encode_record,
+    idempotency_key_errors,
     validate_increment,
 )
 from distcount_config import Settings
@@ -46,6 +47,8 @@ from distcount_store import Flushed
 
 MAX_BATCH_ITEMS: Final = 10_000
 HEALTH_TIMEOUT_S: Final = 2.0
+IDEMPOTENCY_KEY: Final = "Idempotency-Key"
+_IDEMPOTENCY_KEY_RAW: Final = IDEMPOTENCY_KEY.lower().encode()  # as the server hands it over
 
 
 class _AnyText(Convertor[str]):
@@ -174,11 +177,12 @@ class _Handlers:
         started = self._metrics.start_timer()  # None: counted, not timed (sampling)
         try:
             increment = validate_increment(await read_json(request, self._max_body_bytes))
+            ident = idempotency_key(request)
         except Rejected as exc:
             return self.answered("increment", exc.response(), started)
         except InvalidIncrement as exc:
             return self.answered("increment", error_response(422, exc.errors), started)
-        key, value = encode_record(increment)
+        key, value = encode_record(increment, ident)
         sending = None if started is None else time.perf_counter()
         try:
             partition, offset = await self._publisher.publish(key, value)
@@ -197,7 +201,7 @@ class _Handlers:
         started = self._metrics.start_timer()
         try:
             body = await read_json(request, self._max_body_bytes)
-            records = batch_records(body, MAX_BATCH_ITEMS)
+            records = batch_records(body, MAX_BATCH_ITEMS, idempotency_key(request))
         except Rejected as exc:
             return self.answered("increments", exc.response(), started)
         except InvalidIncrement as exc:
@@ -251,6 +255,20 @@ class _Handlers:
     async def openapi(self, request: Request) -> Response:
         started = self._metrics.start_timer()
         return self.answered("openapi", JSONResponse(self._openapi, 200), started)
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The request's `Idempotency-Key`, None without one, or InvalidIncrement naming it. Read
+    from the raw headers: a write without one, the usual case, costs one pass over them."""
+    found = None
+    for name, raw in request.scope["headers"]:
+        if name == _IDEMPOTENCY_KEY_RAW:
+            if found is not None:
+                raise InvalidIncrement({IDEMPOTENCY_KEY: ["must be sent once"]})
+            found = raw.decode("latin-1")
+    if found is not None and (problems := idempotency_key_errors(found)):
+        raise InvalidIncrement({IDEMPOTENCY_KEY: problems})
+    return found
 
 
 async def _probe(check: Awaitable[None]) -> str:

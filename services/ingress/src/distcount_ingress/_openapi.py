@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from distcount_codec import FORMATS, batch_schema, increment_schema
+from distcount_codec import (
+    FORMATS,
+    IDEMPOTENCY_KEY_PATTERN,
+    MAX_IDEMPOTENCY_KEY_BYTES,
+    batch_schema,
+    increment_schema,
+)
 from distcount_config import Settings
 from distcount_ingress._openapi_reads import TOKEN_SCHEMA, read_paths, read_schemas
 
@@ -62,6 +68,26 @@ def _body_errors(max_body_bytes: int) -> dict[str, Any]:
     }
 
 
+def _idempotency_key(what: str) -> dict[str, Any]:
+    return {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": (
+            f"{what} Sent again with the same key, within the aggregators' window "
+            "(DISTCOUNT_IDEMPOTENCY_WINDOW_S, a day by default), it is counted once: retry a "
+            "503 or a lost answer with the key of the first attempt. A key reused with another "
+            "body is accepted and not counted (the first body counts)."
+        ),
+        "schema": {
+            "type": "string",
+            "pattern": IDEMPOTENCY_KEY_PATTERN,
+            "minLength": 1,
+            "maxLength": MAX_IDEMPOTENCY_KEY_BYTES,
+        },
+    }
+
+
 def _request_body(schema_name: str) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": _ref(schema_name)}}}
 
@@ -77,6 +103,9 @@ def openapi_document(settings: Settings, max_batch_items: int) -> dict[str, Any]
                 "post": {
                     "operationId": "increment",
                     "summary": "Add a value to a counter",
+                    "parameters": [
+                        _idempotency_key("The record carries it as its `id`, and the answer too.")
+                    ],
                     "requestBody": _request_body("Increment"),
                     "responses": {
                         "202": _json(_ref("IncrementAccepted"), "acknowledged by Kafka"),
@@ -92,6 +121,12 @@ def openapi_document(settings: Settings, max_batch_items: int) -> dict[str, Any]
                         "Values are summed per key; one record per distinct key is written in "
                         "one Kafka transaction. Keys whose values cancel out are not sent."
                     ),
+                    "parameters": [
+                        _idempotency_key(
+                            "Each record gets an `id` made of it and the record's place in the "
+                            "batch (after summing per key), shown in the answer."
+                        )
+                    ],
                     "requestBody": _request_body("IncrementBatch"),
                     "responses": {
                         "202": _json(_ref("BatchAccepted"), "committed to Kafka"),
@@ -138,7 +173,16 @@ def _schemas(max_batch_items: int) -> dict[str, Any]:
         "Increment": increment_schema(),
         "IncrementBatch": batch_schema(max_batch_items, _ref("Increment")),
         "IncrementAccepted": _object(
-            {"data": _object({**increment_schema()["properties"], "token": TOKEN_SCHEMA})}
+            {
+                "data": {
+                    **_object({**increment_schema()["properties"], "token": TOKEN_SCHEMA}),
+                    "properties": {
+                        **increment_schema()["properties"],
+                        "id": {"type": "string", "description": "the Idempotency-Key sent"},
+                        "token": TOKEN_SCHEMA,
+                    },
+                }
+            }
         ),
         "BatchAccepted": _object(
             {

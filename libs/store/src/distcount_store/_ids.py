@@ -1,0 +1,97 @@
+"""Idempotency ids: which records with an id a flush counts, and forgetting the expired ones.
+
+A flush claims the ids of the records it holds in `counter_ids`, in its own transaction: an id
+claimed by a committed flush within the window is a repeat, and its record is not counted. The
+claim and the partition's offset commit together, so a retry is recognised after any crash or
+rebalance, and a fenced flush (a zombie's) claims nothing. Two partitions claiming one id at
+once (a producer sending it under two message keys) wait on its row: the second counts nothing
+once the first commits, or claims it if the first rolls back. Claims go in id order, so two
+flushes never wait on each other the other way round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+import asyncpg
+
+# a connection of its own, or one borrowed from a pool
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+# An expired id (older than the window, not deleted yet) is claimed again, as a new one.
+_CLAIM = """
+INSERT INTO counter_ids AS c (id, fingerprint)
+SELECT id, fingerprint FROM unnest($1::bytea[], $2::bigint[]) AS i(id, fingerprint)
+ORDER BY id
+ON CONFLICT (id) DO UPDATE SET fingerprint = excluded.fingerprint, seen_at = now()
+WHERE c.seen_at < now() - make_interval(secs => $3)
+RETURNING id
+"""
+_CONFLICTING = """
+SELECT count(*) FROM counter_ids AS c
+JOIN unnest($1::bytea[], $2::bigint[]) AS i(id, fingerprint) USING (id)
+WHERE c.fingerprint <> i.fingerprint
+"""
+_FORGET = """
+DELETE FROM counter_ids WHERE id IN (
+    SELECT id FROM counter_ids
+    WHERE seen_at < now() - make_interval(secs => $1)
+    ORDER BY seen_at
+    LIMIT $2
+    -- several aggregators forget at once: each takes rows no other is deleting
+    FOR UPDATE SKIP LOCKED
+)
+"""
+FORGET_CHUNK: Final = 10_000
+
+
+def id_digest(ident: str) -> bytes:
+    """An id as it is stored: 16 bytes whatever its length."""
+    return hashlib.blake2b(ident.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def increment_digest(key: str, value: int) -> int:
+    """What a record with an id counts, in 64 bits: a retry has the same, another body not."""
+    text = f"{key}\x00{value}".encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big", signed=True)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What a flush's claim found: the records to count, and how many of the others were
+    sent again under an id with another increment (a client reusing a key for a new body)."""
+
+    fresh: list[tuple[int, str, int]]  # (bucket start ms, key, value)
+    repeated: int
+    conflicting: int
+
+
+async def claim_ids(
+    conn: Conn, keyed: Mapping[str, tuple[int, str, int]], window_s: int
+) -> Claimed:
+    """Claim the ids of `keyed` (id -> (bucket start ms, key, value)) in the transaction that
+    `conn` runs; the records whose id no committed flush claimed within `window_s` are fresh."""
+    entries = sorted(
+        (id_digest(ident), increment_digest(key, value), (bucket, key, value))
+        for ident, (bucket, key, value) in keyed.items()
+    )
+    digests = [digest for digest, _, _ in entries]
+    fingerprints = [fingerprint for _, fingerprint, _ in entries]
+    rows = await conn.fetch(_CLAIM, digests, fingerprints, window_s)
+    claimed = {row["id"] for row in rows}
+    fresh = [entry for digest, _, entry in entries if digest in claimed]
+    repeated = len(entries) - len(fresh)
+    conflicting = 0
+    if repeated:
+        old = [(d, f) for d, f, _ in entries if d not in claimed]
+        conflicting = await conn.fetchval(_CONFLICTING, [d for d, _ in old], [f for _, f in old])
+    return Claimed(fresh, repeated, conflicting)
+
+
+async def forget_ids(conn: Conn, window_s: int, limit: int = FORGET_CHUNK) -> int:
+    """Delete up to `limit` ids older than the window, oldest first; how many went."""
+    status = await conn.execute(_FORGET, window_s, limit)
+    return int(status.rpartition(" ")[2])  # "DELETE <rows>"
