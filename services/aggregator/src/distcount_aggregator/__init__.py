@@ -2,7 +2,9 @@
 
 from distcount_aggregator._aggregator import MAX_RECORDS_PER_FETCH, Aggregator
 from distcount_aggregator._deadletter import (
+    NULL_HEADER,
     REASON_HEADER,
+    REFUSED_HEADER,
     SOURCE_HEADER,
     TRUNCATED_HEADER,
     DeadLetters,
@@ -19,7 +21,9 @@ from distcount_aggregator._main import build_consumer, consumer_options, run, se
 
 __all__ = [
     "MAX_RECORDS_PER_FETCH",
+    "NULL_HEADER",
     "REASON_HEADER",
+    "REFUSED_HEADER",
     "SOURCE_HEADER",
     "TRUNCATED_HEADER",
     "Aggregator",

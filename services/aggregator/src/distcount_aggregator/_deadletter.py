@@ -15,6 +15,11 @@ from aiokafka.errors import MessageSizeTooLargeError
 
 REASON_HEADER = "distcount.reason"
 SOURCE_HEADER = "distcount.source"
+# A record with neither key nor value (some clients send one): Kafka's clients refuse to send
+# such a record, so its dead letter has an empty value, and this header says it was null.
+NULL_HEADER = "distcount.null-value"
+# set on a stripped dead letter, when the client refused the record as it was (the reason why)
+REFUSED_HEADER = "distcount.refused"
 # set when a record too large to dead-letter whole was cut to its first _KEPT_BYTES
 TRUNCATED_HEADER = "distcount.truncated-from-bytes"
 _KEPT_BYTES = 64 * 1024
@@ -65,10 +70,14 @@ class DeadLetters:
             (SOURCE_HEADER, f"{source_topic}/{record.partition}/{record.offset}".encode()),
             *((k, v) for k, v in (record.headers or ()) if k not in (REASON_HEADER, SOURCE_HEADER)),
         ]
-        pending = PendingDeadLetter(record.key, record.value, headers, None)
+        value = record.value
+        if value is None and record.key is None:
+            value = b""
+            headers.insert(2, (NULL_HEADER, b"true"))
+        pending = PendingDeadLetter(record.key, value, headers, None)
         try:
             pending.sent = await self._producer.send(
-                self.topic, value=record.value, key=record.key, headers=headers
+                self.topic, value=value, key=record.key, headers=headers
             )
         except Exception:
             pending.sent = None
@@ -90,6 +99,15 @@ class DeadLetters:
             try:
                 await self._producer.send_and_wait(
                     self.topic, value=letter.value, key=letter.key, headers=letter.headers
+                )
+            except (AssertionError, TypeError, ValueError) as exc:
+                # the client refused the record itself (not the broker): a retry would meet the
+                # same refusal and stop the flush for good, so the letter goes without its
+                # content, saying why, and the partition moves on
+                await self._producer.send_and_wait(
+                    self.topic,
+                    value=b"",
+                    headers=[*letter.headers[:2], (REFUSED_HEADER, str(exc).encode()[:1024])],
                 )
             except MessageSizeTooLargeError:
                 # the headers pushed a record near Kafka's size limit over it: keep its start
