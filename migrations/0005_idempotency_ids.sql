@@ -2,9 +2,9 @@
 --
 -- The flush that counts a record with an id stores its id here, in the transaction that stores
 -- the partition's offset: a retry that arrives after a crash, a rebalance or a fenced flush finds
--- it, whichever partition or process folds it. An id is kept as a 128-bit BLAKE2b digest of its
--- UTF-8 (a fixed 16 bytes whatever the id's length), with a 64-bit digest of the increment it
--- counted, to tell a retry from a different increment sent under the same id.
+-- it, whichever partition or process folds it. An id is kept as the MD5 digest of its UTF-8 (a
+-- fixed 16 bytes whatever the id's length), with a 32-bit checksum of the increment it counted,
+-- to tell a retry from a different increment sent under the same id.
 CREATE TABLE counter_ids (
     id          bytea       PRIMARY KEY CHECK (octet_length(id) = 16),
     fingerprint bigint      NOT NULL,

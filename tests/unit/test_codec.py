@@ -13,6 +13,8 @@ from distcount_codec import (
     InvalidIncrement,
     InvalidJSON,
     InvalidRecord,
+    RecordDecoder,
+    decode_keyed_record,
     decode_record,
     encode_record,
     parse_json,
@@ -337,3 +339,31 @@ def test_unique_members_agrees_with_a_parser_that_sees_every_member() -> None:
         assert _errors_of(text) == (None if expected else [["must not be repeated"]]), text
         seen[expected] += 1
     assert min(seen.values()) > 500  # both kinds of text were met often
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"key":"a","value":1,"id":"x"}',
+        b'{"id":"x","value":-5,"key":"a"}',
+        b'{"key":"a","value":1,"id":"x","id":"y"}',  # repeated: the long way refuses it
+        b'{"key":"a\\"","value":1,"id":"x"}',  # an escape: the long way
+        b'{"key":"a","value":1,"id":7}',
+        b'{"key":"a","value":1,"id":""}',
+        b'{"key":"a","value":1,"id":"' + b"x" * 513 + b'"}',
+        b'{"key":"a","value":1,"id":"' + "\u00e9".encode() * 200 + b'"}',
+        b'{"key":"a","value":1,"note":"x"}',
+        b'{"key":"a","value":1,"id":null}',
+    ],
+)
+def test_the_decoder_reads_ids_as_the_record_contract_does(value: bytes) -> None:
+    try:
+        (key, count), ident = decode_keyed_record(value)
+        want: object = (key, count, ident)
+    except InvalidRecord as exc:
+        want = str(exc)
+    try:
+        got: object = RecordDecoder().decode(value)
+    except InvalidRecord as exc:
+        got = str(exc)
+    assert got == want

@@ -14,7 +14,13 @@ from typing import Final
 import orjson
 
 from distcount_codec._increment import decode_keyed_record
-from distcount_codec._rules import ALWAYS_SHORT_ENOUGH, CONTROL, INT64_MAX, INT64_MIN
+from distcount_codec._rules import (
+    ALWAYS_SHORT_ENOUGH,
+    CONTROL,
+    INT64_MAX,
+    INT64_MIN,
+    MAX_ID_BYTES,
+)
 
 # values remembered; past this many the memory starts afresh (a few tens of MB at most)
 MAX_KNOWN_VALUES: Final = 100_000
@@ -40,7 +46,26 @@ class RecordDecoder:
             data = orjson.loads(value)
         except orjson.JSONDecodeError:
             data = None
-        if type(data) is dict and len(data) == 2:
+        if type(data) is dict and len(data) == 3:
+            # `{"key":"…","value":…,"id":"…"}`, ten quotes: the ingress's record with an id
+            key, count, ident = data.get("key"), data.get("value"), data.get("id")
+            if (
+                type(key) is str
+                and type(count) is int
+                and type(ident) is str
+                and 0 < len(key) <= ALWAYS_SHORT_ENOUGH
+                and 0 < len(ident) <= MAX_ID_BYTES // 4
+                and count != 0
+                and INT64_MIN <= count <= INT64_MAX
+                and value.count(b'"') == 10
+                and (key.isprintable() or not CONTROL.search(key))
+            ):
+                return key, count, ident
+            (key, count), found = decode_keyed_record(value)
+            if found is not None:
+                return key, count, found
+            decoded = (key, count)
+        elif type(data) is dict and len(data) == 2:
             key, count = data.get("key"), data.get("value")
             # `{"key":"…","value":…}` holds six quotes: more means an escape or a repeated member
             if (

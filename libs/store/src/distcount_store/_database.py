@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -41,13 +41,22 @@ T = TypeVar("T")
 Connection = asyncpg.Connection
 
 
+# what libpq (and asyncpg) read from a URL's query string that is a password
+_QUERY_SECRETS = ("password", "sslpassword")
+
+
 def redact(database_url: str) -> str:
-    """The URL without its password, fit for messages and logs."""
+    """The URL without its passwords (its user's, and any in its query string, where libpq
+    takes them too), fit for messages and logs; TLS options such as sslmode stay."""
     parts = urlsplit(database_url)
-    if parts.password is None:
-        return database_url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    if parts.password is not None:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        parts = parts._replace(netloc=netloc)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(name.lower() in _QUERY_SECRETS for name, _ in query):
+        hidden = [(n, "***" if n.lower() in _QUERY_SECRETS else v) for n, v in query]
+        parts = parts._replace(query=urlencode(hidden, safe="/*:"))
+    return urlunsplit(parts)
 
 
 async def connect(database_url: str, timeout_s: float = 10.0) -> Connection:

@@ -12,6 +12,7 @@ flushes never wait on each other the other way round.
 from __future__ import annotations
 
 import hashlib
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -21,18 +22,26 @@ import asyncpg
 # a connection of its own, or one borrowed from a pool
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
+# The digests are made by PostgreSQL (md5 of the id's UTF-8, 16 bytes), on the server's core
+# rather than the aggregator's; each claimed row is returned as its place in the arrays given.
 # An expired id (older than the window, not deleted yet) is claimed again, as a new one.
 _CLAIM = """
-INSERT INTO counter_ids AS c (id, fingerprint)
-SELECT id, fingerprint FROM unnest($1::bytea[], $2::bigint[]) AS i(id, fingerprint)
-ORDER BY id
-ON CONFLICT (id) DO UPDATE SET fingerprint = excluded.fingerprint, seen_at = now()
-WHERE c.seen_at < now() - make_interval(secs => $3)
-RETURNING id
+WITH given AS (
+    SELECT n, decode(md5(i.id), 'hex') AS id, i.fingerprint
+    FROM unnest($1::bytea[], $2::bigint[]) WITH ORDINALITY AS i(id, fingerprint, n)
+), claimed AS (
+    INSERT INTO counter_ids AS c (id, fingerprint)
+    SELECT id, fingerprint FROM given
+    ORDER BY id
+    ON CONFLICT (id) DO UPDATE SET fingerprint = excluded.fingerprint, seen_at = now()
+    WHERE c.seen_at < now() - make_interval(secs => $3)
+    RETURNING id
+)
+SELECT given.n FROM given JOIN claimed USING (id)
 """
 _CONFLICTING = """
 SELECT count(*) FROM counter_ids AS c
-JOIN unnest($1::bytea[], $2::bigint[]) AS i(id, fingerprint) USING (id)
+JOIN unnest($1::bytea[], $2::bigint[]) AS i(id, fingerprint) ON c.id = decode(md5(i.id), 'hex')
 WHERE c.fingerprint <> i.fingerprint
 """
 _FORGET = """
@@ -49,14 +58,15 @@ FORGET_CHUNK: Final = 10_000
 
 
 def id_digest(ident: str) -> bytes:
-    """An id as it is stored: 16 bytes whatever its length."""
-    return hashlib.blake2b(ident.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    """An id as `counter_ids` stores it: the MD5 of its UTF-8, 16 bytes whatever its length (a
+    digest, not a secret: whoever could make two ids collide could as well reuse one)."""
+    return hashlib.md5(ident.encode(), usedforsecurity=False).digest()
 
 
 def increment_digest(key: str, value: int) -> int:
-    """What a record with an id counts, in 64 bits: a retry has the same, another body not."""
-    text = f"{key}\x00{value}".encode("utf-8", "surrogatepass")
-    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big", signed=True)
+    """What a record with an id counts, as a 32-bit checksum: a retry has the same, another
+    body almost always another (it only tells the two apart in a metric and a log line)."""
+    return zlib.crc32(f"{key}\x00{value}".encode())
 
 
 @dataclass(frozen=True)
@@ -74,20 +84,20 @@ async def claim_ids(
 ) -> Claimed:
     """Claim the ids of `keyed` (id -> (bucket start ms, key, value)) in the transaction that
     `conn` runs; the records whose id no committed flush claimed within `window_s` are fresh."""
-    entries = sorted(
-        (id_digest(ident), increment_digest(key, value), (bucket, key, value))
-        for ident, (bucket, key, value) in keyed.items()
-    )
-    digests = [digest for digest, _, _ in entries]
-    fingerprints = [fingerprint for _, fingerprint, _ in entries]
-    rows = await conn.fetch(_CLAIM, digests, fingerprints, window_s)
-    claimed = {row["id"] for row in rows}
-    fresh = [entry for digest, _, entry in entries if digest in claimed]
+    entries = list(keyed.values())
+    idents = [ident.encode() for ident in keyed]
+    fingerprints = [increment_digest(key, value) for _, key, value in entries]
+    rows = await conn.fetch(_CLAIM, idents, fingerprints, window_s)
+    claimed = sorted(row["n"] - 1 for row in rows)
+    fresh = [entries[i] for i in claimed]
     repeated = len(entries) - len(fresh)
     conflicting = 0
     if repeated:
-        old = [(d, f) for d, f, _ in entries if d not in claimed]
-        conflicting = await conn.fetchval(_CONFLICTING, [d for d, _ in old], [f for _, f in old])
+        taken = set(claimed)
+        old = [i for i in range(len(entries)) if i not in taken]
+        conflicting = await conn.fetchval(
+            _CONFLICTING, [idents[i] for i in old], [fingerprints[i] for i in old]
+        )
     return Claimed(fresh, repeated, conflicting)
 
 
