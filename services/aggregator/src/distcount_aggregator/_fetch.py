@@ -7,6 +7,10 @@ partition is sought back to the next record the aggregator has not folded; each 
 then fetched alone to find the one that fails; its records before the bad batch are taken one
 at a time, which moves its position exactly to the start of that batch; and that partition is
 paused there. Nothing is skipped: the partition waits at the offset it reports.
+
+One failure is not the batch's: a header name that is not UTF-8, which aiokafka refuses to
+decode (see `_lenient.py`). That batch is read with a lenient reader of its own instead, its
+records returned like any others, and the consumer moved past it.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import ConsumerStoppedError
+from aiokafka.errors import ConsumerStoppedError, KafkaError
 
 from distcount_aggregator._errors import KafkaClientBroken
+from distcount_aggregator._lenient import Unreadable, read_batch_at
 from distcount_core import describe
 
 log = logging.getLogger("distcount.aggregator")
@@ -141,9 +146,47 @@ class GuardedFetch:
                 raise
             except Exception as exc:
                 offset = await self._consumer.position(tp)
+                if isinstance(exc, UnicodeDecodeError):
+                    read = await self._read_leniently(tp, offset, exc)
+                    if read is not None:
+                        return records + read, None
                 self._consumer.pause(tp)
                 return records, Stalled(tp.partition, offset, describe(exc), _now_ms())
         return records, None
+
+    async def _read_leniently(
+        self, tp: TopicPartition, offset: int, error: UnicodeDecodeError
+    ) -> list[Any] | None:
+        """The records from `offset` on of the batch aiokafka could not decode for a header's
+        name, the consumer moved past that batch; None (the partition stalls as for any batch
+        that cannot be read) if the lenient reader cannot read it either."""
+        try:
+            read = await read_batch_at(self._consumer, tp, offset, _PROBE_TIMEOUT_MS)
+        except (Unreadable, KafkaError, OSError) as exc:
+            log.warning(
+                "partition %d at offset %d: aiokafka cannot decode a header (%s), nor can the "
+                "lenient reader: %s",
+                tp.partition,
+                offset,
+                error,
+                describe(exc),
+            )
+            return None
+        if read is None:
+            return None
+        records, after = read
+        log.warning(
+            "partition %d: the record batch at offset %d has a header name that is not UTF-8; "
+            "read it leniently (%d records from %d) and moved on to %d",
+            tp.partition,
+            offset,
+            len(records),
+            offset,
+            after,
+            extra={"partition": tp.partition, "offset": offset},
+        )
+        self._consumer.seek(tp, after)
+        return list(records)
 
 
 def _now_ms() -> int:
