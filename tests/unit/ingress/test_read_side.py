@@ -81,7 +81,19 @@ async def test_past_the_bound_a_read_after_a_token_answers_202_with_the_current_
     assert (await client.get(f"/writes/{token}")).status_code == 202
 
 
-@pytest.mark.parametrize("token", ["", "x", "1.", "1.!!", "1.W10", "2.W1swLDFdXQ", "1.W1stMSwxXV0"])
+async def test_the_token_of_a_write_of_nothing_is_written_at_once(
+    client: httpx.AsyncClient, counters: FakeCounters
+) -> None:
+    """A batch whose values all cancel out writes no record: its token waits for nothing."""
+    counters.totals["a"] = 1
+    token = _tokens.encode({})
+    response = await client.get("/counters/a", params={"after": token})
+    assert (response.status_code, response.json()["data"]["value"]) == (200, 1)
+    written = await client.get(f"/writes/{token}")
+    assert (written.status_code, written.json()["data"]["complete"]) == (200, True)
+
+
+@pytest.mark.parametrize("token", ["", "x", "1.", "1.!!", "2.W1swLDFdXQ", "1.W1stMSwxXV0"])
 async def test_a_token_that_is_not_ours_is_422(
     client: httpx.AsyncClient, counters: FakeCounters, token: str
 ) -> None:

@@ -321,8 +321,9 @@ HTTP_HEADER_TIMEOUT_S: Final = Setting(
     "HTTP_HEADER_TIMEOUT_S",
     Seconds(),
     10.0,
-    "how long a client may take to send a request's line and headers, from its first byte (or "
-    "from the connection's start): slower ones are disconnected",
+    "how long a client may take to send a request's line and headers, from the connection's "
+    "start or, on a kept-alive connection, from the end of the previous request: slower ones "
+    "are disconnected",
     SERVICES,
     "http_header_timeout_s",
 )

@@ -17,6 +17,7 @@ from distcount_codec import InvalidJSON, parse_json
 
 JSON: Final = "application/json"
 _RETRY_AFTER_S = 1
+_CLOSE: Final = {"Connection": "close"}
 
 
 class Rejected(Exception):
@@ -28,6 +29,11 @@ class Rejected(Exception):
         self.errors = errors
 
     def response(self) -> Response:
+        if self.status_code == 413:
+            # The body may still be on its way: the connection is closed after the answer (and
+            # the server discards the rest meanwhile, see `_protocol`), rather than kept for a
+            # next request behind an unread body.
+            return error_response(413, self.errors, _CLOSE)
         return error_response(self.status_code, self.errors)
 
 

@@ -1,4 +1,12 @@
-"""The read side's part of the OpenAPI document: its routes, parameters and answers."""
+"""The read side's part of the OpenAPI document: its routes, parameters and answers.
+
+Each parameter's schema admits what its parser accepts, as far as JSON Schema can say it, so a
+fuzzer that sends what the schema allows meets the route's answers rather than its refusals.
+Two values are opaque, a read-your-writes token and a listing's cursor: their schemas give the
+alphabet, and only the service's own encodings of them are read. What no schema of one
+parameter states (a history's `from` before its `to`, its step a multiple of the bucket width)
+is the 422.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +19,39 @@ _TIME = {
     "type": ["string", "null"],
     "description": "ISO 8601 UTC, such as 2026-11-30T12:00:00.000Z",
 }
-_TOKEN = {"type": "string", "minLength": 3, "description": "opaque: what a 202 wrote"}
+_TOKEN = {
+    "type": "string",
+    "minLength": 3,
+    "pattern": r"^1\.[A-Za-z0-9_-]+$",
+    "description": "opaque: what a 202 wrote",
+}
+_CURSOR = {
+    "type": "string",
+    "pattern": "^[A-Za-z0-9_-]*$",
+    "description": "opaque: a page's `next_cursor`",
+}
 # totals are not bounded to 64 bits: exact JSON integers
 _TOTAL = {"type": "integer"}
-_COUNT = {"type": "string", "pattern": "^[0-9]+$"}
 _BOOL = {"type": "boolean"}
 _DURATION = {"type": "string", "pattern": "^[1-9][0-9]{0,11}(ms|s|m|h|d)$"}
 _WHEN = {
     "type": "string",
+    # the forms the parser reads (its ranges, such as a month's days, are its own to check)
+    "pattern": r"^(-?[0-9]{1,16}|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}"
+    r"(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2}))$",
     "description": "ISO 8601 with a time zone, or epoch milliseconds",
 }
+
+
+def _count(maximum: int) -> dict[str, Any]:
+    """An integer from 1 to `maximum` (a power of ten), in digits without leading zeros."""
+    digits = len(str(maximum)) - 1
+    return {"type": "string", "pattern": f"^([1-9][0-9]{{0,{digits - 1}}}|{maximum})$"}
+
+
+def _prefix() -> dict[str, Any]:
+    """Empty, or the start of a key: held to the key's rules (its bytes, no control character)."""
+    return {"anyOf": [{"const": ""}, key_schema()]}
 
 
 def ref(name: str) -> dict[str, str]:
@@ -119,11 +150,9 @@ def read_paths(unavailable: dict[str, Any], wait_ms: int) -> dict[str, Any]:
             "listCounters",
             "Counters in key order (UTF-8 bytes)",
             [
-                _query("prefix", {"type": "string"}, "only keys that start with it"),
-                _query(
-                    "limit", {"type": "string", "pattern": "^[0-9]+$"}, "1 to 1000; default 100"
-                ),
-                _query("cursor", {"type": "string"}, "`next_cursor` of the previous page"),
+                _query("prefix", _prefix(), "only keys that start with it"),
+                _query("limit", _count(1000), "1 to 1000; default 100"),
+                _query("cursor", _CURSOR, "`next_cursor` of the previous page"),
             ],
             {"200": _json(ref("Page"), "a page"), "422": bad},
             unavailable,
@@ -133,7 +162,7 @@ def read_paths(unavailable: dict[str, Any], wait_ms: int) -> dict[str, Any]:
             "The counters with the largest sums over a recent window",
             [
                 _query("window", _DURATION, "from the bucket width to 1h; default 5m"),
-                _query("limit", _COUNT, "1 to 100; default 10"),
+                _query("limit", _count(100), "1 to 100; default 10"),
             ],
             {"200": _json(ref("Top"), "largest first"), "422": bad},
             unavailable,
@@ -189,7 +218,7 @@ def read_schemas() -> dict[str, Any]:
                 "data": obj(
                     {
                         "counters": {"type": "array", "items": entry},
-                        "next_cursor": {"type": ["string", "null"]},
+                        "next_cursor": {"anyOf": [_CURSOR, {"type": "null"}]},
                     }
                 )
             }

@@ -49,7 +49,8 @@ def time_ms(name: str, text: str | None, default_ms: int) -> int:
     """ISO 8601 with a time zone (`2026-11-30T12:00:00Z`, `…+01:00`) or epoch milliseconds."""
     if text is None:
         return default_ms
-    if text.isdigit() or (text.startswith("-") and text[1:].isdigit()):
+    # isascii: str.isdigit also takes other scripts' digits and superscripts, which int refuses
+    if text.isascii() and (text.isdigit() or (text.startswith("-") and text[1:].isdigit())):
         ms = int(text) if len(text) <= 16 else MAX_TIME_MS + 1
     else:
         try:
@@ -81,7 +82,7 @@ def iso_time(when: datetime | None) -> str | None:
 def limit(name: str, text: str | None, default: int, maximum: int) -> int:
     if text is None:
         return default
-    if not text.isdigit() or not 1 <= int(text[:7]) <= maximum:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text[:7]) <= maximum:
         raise BadParameter(name, f"must be an integer from 1 to {maximum}")
     return int(text)
 

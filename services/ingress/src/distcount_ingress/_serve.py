@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import resource
 import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -18,8 +19,9 @@ import uvicorn
 import uvloop
 from starlette.applications import Starlette
 
-from distcount_config import Settings
+from distcount_config import ConfigError, Settings
 from distcount_ingress._app import create_app
+from distcount_ingress._protocol import guarded_protocol
 from distcount_ingress._publisher import KafkaPublisher
 from distcount_ingress._totals import PostgresTotals
 from distcount_metrics import ingress_metrics
@@ -38,10 +40,16 @@ _CONNECT_TIMEOUT_S = 5.0
 # over, which measured as a third of the CPU a request costs. Reference counting frees nearly
 # everything a request allocates; the collector is only needed for the odd cycle.
 _GC_THRESHOLDS = (50_000, 20, 10)
+# file descriptors beside the clients' connections: the listening socket, Kafka's and
+# PostgreSQL's connections, logs, and connections closing at any moment
+_SPARE_FDS = 256
+# an idle keep-alive connection is closed after this (uvicorn's default)
+_KEEP_ALIVE_S = 5
 
 
 async def serve(settings: Settings) -> None:
     """Serve until SIGINT, SIGTERM or cancellation, on the running loop (`run` gives uvloop)."""
+    allow_open_files(settings.http_max_connections + _SPARE_FDS)
     publisher = KafkaPublisher(settings)
     metrics = ingress_metrics(settings.metrics)
     metrics.watch_inflight_sends(lambda: publisher.inflight_sends)
@@ -70,7 +78,14 @@ async def serve(settings: Settings) -> None:
         host=settings.http_host,
         port=settings.http_port,
         loop="uvloop",
-        http="httptools",
+        # httptools, with deadlines for headers and bodies and a cap on connections
+        http=guarded_protocol(
+            settings.http_header_timeout_s,
+            settings.http_body_timeout_s,
+            settings.http_max_connections,
+        ),
+        ws="none",
+        timeout_keep_alive=_KEEP_ALIVE_S,
         lifespan="on",
         access_log=False,
         # uvicorn's lines go through the process's own handler, in its format (text or JSON)
@@ -115,6 +130,22 @@ def shared_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def allow_open_files(needed: int) -> None:
+    """Raise the soft limit on open files to `needed` if it is lower, within the hard limit;
+    a hard limit below it is a startup error, not connections refused by accept() later."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise ConfigError(
+            f"DISTCOUNT_HTTP_MAX_CONNECTIONS={needed - _SPARE_FDS} needs {needed} open files, "
+            f"and this process may open at most {hard} (`ulimit -Hn`): lower the setting or "
+            "raise the limit"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    log.info("raised the limit on open files from %d to %d", soft, needed)
 
 
 @contextmanager
