@@ -1,4 +1,5 @@
-"""A single-node KRaft Apache Kafka broker for development, and the topics distcount needs."""
+"""A KRaft Apache Kafka node for development (broker and controller in one process, alone or one
+of a cluster on 127.0.0.1), and the topics distcount needs."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import base64
 import subprocess
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -17,11 +19,35 @@ from distcount_devstack._process import ProcessRecord, spawn, wait_started
 _TOPIC_ALREADY_EXISTS = 36
 
 
+def replication_factor(brokers: int) -> int:
+    """Copies of each partition, internal topics' too: every broker's, up to three."""
+    return min(brokers, 3)
+
+
+def min_insync_replicas(brokers: int) -> int:
+    """Copies an acks=all write waits for: two once there are two, so that a write a broker
+    acknowledged survives that broker's loss (and writes stop when only one copy is left)."""
+    return min(brokers, 2)
+
+
 class KafkaNode:
-    def __init__(self, home: Path, port: int, controller_port: int) -> None:
+    """`voters`: node id -> controller port of every node of the cluster (each a controller
+    too); just this node by default."""
+
+    def __init__(
+        self,
+        home: Path,
+        port: int,
+        controller_port: int,
+        *,
+        node_id: int = 1,
+        voters: Mapping[int, int] | None = None,
+    ) -> None:
         self.home = home
         self.port = port
         self.controller_port = controller_port
+        self.node_id = node_id
+        self.voters = dict(voters) if voters is not None else {node_id: controller_port}
         self.data_dir = home / "data"
         self.config = home / "server.properties"
         self.log4j_config = home / "log4j2.properties"
@@ -35,14 +61,29 @@ class KafkaNode:
     def formatted(self) -> bool:
         return (self.data_dir / "meta.properties").is_file()
 
+    def cluster_id(self) -> str | None:
+        """The id its storage was formatted with; None before it was."""
+        try:
+            lines = (self.data_dir / "meta.properties").read_text().splitlines()
+        except OSError:
+            return None
+        for line in lines:
+            key, _, value = line.partition("=")
+            if key.strip() == "cluster.id":
+                return value.strip()
+        return None
+
     def write_config(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
+        copies = replication_factor(len(self.voters))
+        min_isr = min_insync_replicas(len(self.voters))
+        quorum = ",".join(f"{i}@127.0.0.1:{port}" for i, port in sorted(self.voters.items()))
         self.config.write_text(
             "\n".join(
                 [
                     "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                    f"node.id={self.node_id}",
+                    f"controller.quorum.voters={quorum}",
                     f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
                     f"CONTROLLER://127.0.0.1:{self.controller_port}",
                     f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
@@ -52,12 +93,14 @@ class KafkaNode:
                     f"log.dirs={self.data_dir}",
                     "num.partitions=1",
                     "auto.create.topics.enable=false",
-                    # one node: every internal topic at replication factor 1
-                    "offsets.topic.replication.factor=1",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
-                    "share.coordinator.state.topic.replication.factor=1",
-                    "share.coordinator.state.topic.min.isr=1",
+                    # the internal topics keep as many copies as those `dev up` creates
+                    f"offsets.topic.replication.factor={copies}",
+                    f"transaction.state.log.replication.factor={copies}",
+                    f"transaction.state.log.min.isr={min_isr}",
+                    f"share.coordinator.state.topic.replication.factor={copies}",
+                    f"share.coordinator.state.topic.min.isr={min_isr}",
+                    f"default.replication.factor={copies}",
+                    f"min.insync.replicas={min_isr}",
                     # consumers in tests and dev join at once instead of waiting 3 s
                     "group.initial.rebalance.delay.ms=0",
                     "",
@@ -85,8 +128,10 @@ class KafkaNode:
             )
         )
 
-    def format(self, java: Path, libs: Path) -> None:
-        cluster_id = _cluster_id()
+    def format(self, java: Path, libs: Path, cluster_id: str | None = None) -> None:
+        """`cluster_id`: the one every node of a cluster shares; a new one by default."""
+        if cluster_id is None:
+            cluster_id = new_cluster_id()
         result = subprocess.run(
             [
                 str(java),
@@ -131,17 +176,17 @@ class KafkaNode:
 
     async def wait_ready(self, record: ProcessRecord, timeout_s: float) -> None:
         await wait_started(
-            "the Kafka broker",
+            "the Kafka broker" if len(self.voters) == 1 else f"Kafka broker {self.node_id}",
             record,
             # the JVM's own complaints, before logging starts, are in the process's output
             (self.home / "server.log", self.log),
-            ready=lambda: answers(self.bootstrap, timeout_s=2.0),
+            ready=lambda: answers(self.bootstrap, timeout_s=2.0, only_these=True),
             timeout_s=timeout_s,
             where=f"on {self.bootstrap}",
         )
 
 
-def _cluster_id() -> str:
+def new_cluster_id() -> str:
     # the same shape as Kafka's own random ids: 16 random bytes, URL-safe base64, no padding
     while True:
         value = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
@@ -149,14 +194,19 @@ def _cluster_id() -> str:
             return value
 
 
-async def answers(bootstrap: str, timeout_s: float) -> bool:
-    """True when a broker at `bootstrap` answers a metadata request."""
+async def answers(bootstrap: str, timeout_s: float, *, only_these: bool = False) -> bool:
+    """True when a broker at `bootstrap` answers a metadata request, and then (unless
+    `only_these`) the cluster answers another, sent wherever the client chooses. `only_these`
+    asks only the servers `bootstrap` names: a node of a cluster answers for itself, whichever
+    of the others is down."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
     )
     try:
+        # the client's bootstrap: a metadata request to the servers named, one after the other
         await asyncio.wait_for(admin.start(), timeout_s)
-        await asyncio.wait_for(admin.list_topics(), timeout_s)
+        if not only_these:
+            await asyncio.wait_for(admin.list_topics(), timeout_s)
     except (KafkaError, OSError, TimeoutError):
         return False
     finally:
@@ -164,14 +214,31 @@ async def answers(bootstrap: str, timeout_s: float) -> bool:
     return True
 
 
-async def ensure_topics(bootstrap: str, topics: dict[str, int]) -> list[str]:
-    """Create the missing topics (name -> partitions); returns warnings about existing ones."""
+async def registered_brokers(bootstrap: str, timeout_s: float) -> int:
+    """How many brokers the cluster at `bootstrap` lists (0 when none answers): a broker that
+    answers may yet be the only one the controllers know."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
+    )
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+        cluster = await asyncio.wait_for(admin.describe_cluster(), timeout_s)
+    except (KafkaError, OSError, TimeoutError):
+        return 0
+    finally:
+        await admin.close()
+    return len(cluster["brokers"])
+
+
+async def ensure_topics(bootstrap: str, topics: dict[str, int], replication: int = 1) -> list[str]:
+    """Create the missing topics (name -> partitions), each partition in `replication` copies;
+    returns warnings about existing ones."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
     warnings: list[str] = []
     try:
         await admin.start()
         response = await admin.create_topics(
-            [NewTopic(name, count, 1) for name, count in topics.items()]
+            [NewTopic(name, count, replication) for name, count in topics.items()]
         )
         for name, code, message in response.topic_errors:
             if code not in (0, _TOPIC_ALREADY_EXISTS):
@@ -183,6 +250,13 @@ async def ensure_topics(bootstrap: str, topics: dict[str, int]) -> list[str]:
                 warnings.append(
                     f"topic {described['topic']} has {have} partitions, not {want}; "
                     "Kafka never removes partitions, so it is left as it is"
+                )
+            # made before the cluster had its nodes, or by someone else
+            copies = min((len(p["replicas"]) for p in described["partitions"]), default=0)
+            if 0 < copies < replication:
+                warnings.append(
+                    f"topic {described['topic']} keeps {copies} copies of a partition, "
+                    f"not {replication}; it is left as it is"
                 )
     except KafkaError as exc:
         raise DevStackError(f"managing topics on {bootstrap} failed: {exc}") from exc

@@ -4,20 +4,23 @@
 services the environment points at instead of starting its own, then creates the database and the
 services' role, applies the migrations (as the superuser, which grants that role its privileges)
 and creates the topics. It runs as many ingress and aggregator processes as it is asked (`Scale`;
-one of each by default), starting those missing and stopping those beyond the counts.
+one of each by default), starting those missing and stopping those beyond the counts, and a Kafka
+of one node or a cluster of several (`KafkaCluster`), each node restarted on its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from distcount_config import DevSettings, Settings, export_lines
 from distcount_devstack import _kafka, _postgres
+from distcount_devstack._cluster import KAFKA, KafkaCluster, brokers_to_run, is_broker
 from distcount_devstack._errors import DevStackError
 from distcount_devstack._health import ComponentStatus, always, component_status
 from distcount_devstack._java import checked_java
@@ -36,6 +39,7 @@ from distcount_devstack._scale import (
 )
 from distcount_devstack._services import ServiceNode, http_ok
 from distcount_devstack._state import StackState, locked
+from distcount_devstack._wait import wait_until
 from distcount_store import (
     Stall,
     StoreError,
@@ -48,9 +52,10 @@ from distcount_store import (
     service_role,
 )
 
-KAFKA = "kafka"
 POSTGRES = "postgres"
 _LOCAL_HOSTS = ("127.0.0.1", "localhost")
+# from the last node answering to every node listed in the cluster's metadata
+_JOIN_TIMEOUT_S = 60.0
 
 
 class Stack:
@@ -62,9 +67,6 @@ class Stack:
         self.settings = settings
         self.dev = dev
         self.say = say
-        self.kafka = _kafka.KafkaNode(
-            self.dev.state_dir / KAFKA, self.dev.kafka_port, self.dev.kafka_controller_port
-        )
         self.postgres = _postgres.PostgresNode(
             self.dev.state_dir / POSTGRES, self.dev.postgres_port
         )
@@ -88,10 +90,21 @@ class Stack:
             raise ValueError(f"{name} names no service process")
         return ServiceNode(name, self.dev.state_dir / name, parsed[0])
 
+    def kafka_cluster(self, brokers: int | None = None) -> KafkaCluster:
+        """The local Kafka of `brokers` nodes; by default as many as the state folder records."""
+        if brokers is None:
+            brokers = StackState.load(self.dev.state_dir).kafka_brokers or 1
+        return KafkaCluster(
+            self.dev.state_dir, brokers, self.dev.kafka_port, self.dev.kafka_controller_port
+        )
+
     @property
     def external_kafka(self) -> bool:
-        local = {f"{host}:{self.dev.kafka_port}" for host in _LOCAL_HOSTS}
-        return self.dev.external_kafka and self.settings.kafka_bootstrap not in local
+        return self._external_kafka(self.kafka_cluster())
+
+    def _external_kafka(self, cluster: KafkaCluster) -> bool:
+        # the stack's own nodes, as `dev status --env` names them, are not another Kafka
+        return self.dev.external_kafka and not cluster.serves(self.settings.kafka_bootstrap)
 
     @property
     def external_postgres(self) -> bool:
@@ -101,7 +114,11 @@ class Stack:
 
     @property
     def kafka_bootstrap(self) -> str:
-        return self.settings.kafka_bootstrap if self.external_kafka else self.kafka.bootstrap
+        """Every node of the local Kafka, or the one the environment points at."""
+        cluster = self.kafka_cluster()
+        if self._external_kafka(cluster):
+            return self.settings.kafka_bootstrap
+        return cluster.bootstrap
 
     @property
     def database_name(self) -> str:
@@ -140,17 +157,35 @@ class Stack:
         *,
         ingress_workers: int | None = None,
         aggregators: int | None = None,
+        brokers: int | None = None,
     ) -> None:
         """Start what is missing; `services=False` leaves out the ingress and the aggregators.
         `ingress_workers`, `aggregators`: how many processes of each (1 to `MAX_PROCESSES`),
         those beyond stopped; None: as many as the stack runs (as its state folder records
-        them, a crashed one included), 1 when it runs none."""
+        them, a crashed one included), 1 when it runs none. `brokers`: the nodes of the local
+        Kafka (1 to `MAX_BROKERS`), fixed once its storage exists; None: as the state folder
+        records them, 1 in a new one."""
         scale = Scale(ingress_workers, aggregators)  # refused before anything starts
         with locked(self.dev.state_dir, self.say):
             state = StackState.load(self.dev.state_dir)
             counts = scale.counts(state.processes)
-            state.check_data(self.kafka.data_dir, self.postgres.data_dir)
-            start_kafka = not self.external_kafka and not _alive(state, KAFKA)
+            cluster = self.kafka_cluster(
+                brokers_to_run(brokers, state.kafka_brokers, self.dev.state_dir)
+            )
+            external_kafka = self._external_kafka(cluster)
+            if external_kafka and brokers is not None:
+                raise DevStackError(
+                    "--brokers sets the nodes of the stack's own Kafka, but "
+                    "DISTCOUNT_KAFKA_BOOTSTRAP points at another one "
+                    f"({self.settings.kafka_bootstrap}); unset it, or leave out --brokers"
+                )
+            nodes = cluster.nodes
+            state.check_data([node.data_dir for node in nodes.values()], self.postgres.data_dir)
+            if not external_kafka:
+                # written with the first process started: a refusal leaves no state behind
+                state.kafka_brokers = cluster.brokers
+            missing = [] if external_kafka else [n for n in nodes if not _alive(state, n)]
+            start_kafka = bool(missing)
             start_postgres = not self.external_postgres and not _alive(state, POSTGRES)
             await self._check_external()
 
@@ -164,7 +199,16 @@ class Stack:
             )
             # the port is free, or the stack's own ingress processes share it with a new one
             sharing = _running(state, INGRESS)
-            self._check_ports(start_kafka, start_postgres, start_ingress and not sharing)
+            if missing and cluster.brokers > 1:
+                cluster.check_ports(
+                    {
+                        self.dev.postgres_port: "DISTCOUNT_DEV_POSTGRES_PORT",
+                        self.settings.http_port: "DISTCOUNT_HTTP_PORT",
+                    }
+                )
+            self._check_ports(
+                [nodes[name] for name in missing], start_postgres, start_ingress and not sharing
+            )
             if start_ingress and sharing:
                 self._check_port_shared(sharing)
 
@@ -177,9 +221,9 @@ class Stack:
             if bindir is not None:
                 starts.append(self._start_postgres(state, bindir))
             if java is not None and libs is not None:
-                starts.append(self._start_kafka(state, java, libs))
+                starts.append(self._start_kafka(state, java, libs, cluster, missing))
             await asyncio.gather(*starts)
-            await self._provision()
+            await self._provision(cluster)
             if services:
                 await self._start_services(state, counts)
 
@@ -202,16 +246,47 @@ class Stack:
             )
         self.say(f"postgres: started (pid {record.pid}) from {bindir}")
 
-    async def _start_kafka(self, state: StackState, java: Path, libs: Path) -> None:
-        self.kafka.write_config()
-        if not self.kafka.formatted:
-            self.say(f"kafka: formatting storage in {self.kafka.data_dir}")
-            self.kafka.format(java, libs)
-        record = self.kafka.start(java, libs)
-        state.processes[KAFKA] = record
-        state.save()
-        self.say(f"kafka: started Apache Kafka {self.dev.kafka_version} (pid {record.pid})")
-        await self.kafka.wait_ready(record, timeout_s=120)
+    async def _start_kafka(
+        self, state: StackState, java: Path, libs: Path, cluster: KafkaCluster, names: list[str]
+    ) -> None:
+        """Start the nodes `names` of `cluster` at once: a node of a cluster answers only once
+        a majority of the controllers runs."""
+        nodes = cluster.nodes
+        cluster_id = cluster.cluster_id()
+        formats = []
+        for name in names:
+            node = nodes[name]
+            node.write_config()
+            if not node.formatted:
+                self.say(f"{name}: formatting storage in {node.data_dir}")
+                formats.append(asyncio.to_thread(node.format, java, libs, cluster_id))
+        await asyncio.gather(*formats)
+        waits = []
+        for name in names:
+            record = nodes[name].start(java, libs)
+            state.processes[name] = record
+            state.save()
+            self.say(f"{name}: started Apache Kafka {self.dev.kafka_version} (pid {record.pid})")
+            waits.append(nodes[name].wait_ready(record, timeout_s=120))
+        await asyncio.gather(*waits)
+        if cluster.brokers > 1:
+            await self._wait_joined(cluster)
+
+    async def _wait_joined(self, cluster: KafkaCluster) -> None:
+        """Until the cluster lists every node: topics with a copy on each can be created."""
+        joined = 0
+
+        async def all_joined() -> bool:
+            nonlocal joined
+            joined = await _kafka.registered_brokers(cluster.bootstrap, timeout_s=5)
+            return joined >= cluster.brokers
+
+        if not await wait_until(all_joined, _JOIN_TIMEOUT_S):
+            raise DevStackError(
+                f"only {joined} of the {cluster.brokers} Kafka brokers joined the cluster within "
+                f"{_JOIN_TIMEOUT_S:.0f} s; see server.log in "
+                + ", ".join(str(node.home) for node in cluster.nodes.values())
+            )
 
     async def _start_services(self, state: StackState, counts: dict[str, int]) -> None:
         extra = extra_names(state.processes, counts)
@@ -266,16 +341,18 @@ class Stack:
                 "be reached; start it, or unset the variable to let `distcount dev up` run one"
             )
 
-    def _check_ports(self, kafka: bool, postgres: bool, ingress: bool) -> None:
+    def _check_ports(self, kafka: list[_kafka.KafkaNode], postgres: bool, ingress: bool) -> None:
         wanted: list[tuple[int, str, str]] = []
         if ingress:
             wanted.append((self.settings.http_port, "the ingress", "DISTCOUNT_HTTP_PORT"))
-        if kafka:
+        for node in kafka:
+            # the nodes after the first are on these ports plus 2, 4, …
+            which = "" if len(node.voters) == 1 else f" {node.node_id}"
             wanted += [
-                (self.dev.kafka_port, "the Kafka broker", "DISTCOUNT_DEV_KAFKA_PORT"),
+                (node.port, f"the Kafka broker{which}", "DISTCOUNT_DEV_KAFKA_PORT"),
                 (
-                    self.dev.kafka_controller_port,
-                    "the Kafka controller",
+                    node.controller_port,
+                    f"the Kafka controller{which}",
                     "DISTCOUNT_DEV_KAFKA_CONTROLLER_PORT",
                 ),
             ]
@@ -301,7 +378,7 @@ class Stack:
                 "dev down`, then `distcount dev up` with the counts again"
             )
 
-    async def _provision(self) -> None:
+    async def _provision(self, cluster: KafkaCluster) -> None:
         if not self.external_postgres:
             created = await create_database(self.postgres.url("postgres"), self.database_name)
             if created:
@@ -330,11 +407,14 @@ class Stack:
             self.settings.topic: self.settings.partitions,
             self.settings.dlq_topic: self.settings.partitions,
         }
-        for warning in await _kafka.ensure_topics(self.kafka_bootstrap, topics):
+        # an external Kafka's topics at a single copy, as before clusters
+        copies = 1 if self._external_kafka(cluster) else cluster.replication
+        for warning in await _kafka.ensure_topics(self.kafka_bootstrap, topics, copies):
             self.say(f"kafka: warning: {warning}")
+        kept = f", {copies} copies of each" if copies > 1 else ""
         self.say(
-            f"kafka: topics {self.settings.topic} ({self.settings.partitions} partitions) and "
-            f"{self.settings.dlq_topic} ready"
+            f"kafka: topics {self.settings.topic} ({self.settings.partitions} partitions{kept}) "
+            f"and {self.settings.dlq_topic} ready"
         )
 
     # -- down -----------------------------------------------------------------------------------
@@ -365,16 +445,29 @@ class Stack:
         await self._stop_services(
             state, [name for name in state.processes if parse_instance(name) is not None]
         )
-        for name in (KAFKA, POSTGRES):
+        # a cluster's nodes all at once: one stopped after the others would lack the majority
+        # of controllers its controlled shutdown asks
+        await self._stop_servers(state, sorted(name for name in state.processes if is_broker(name)))
+        await self._stop_servers(state, [POSTGRES])
+
+    async def _stop_servers(self, state: StackState, names: list[str]) -> None:
+        stopping = []
+        for name in names:
             record = state.processes.pop(name, None)
             if record is None or not is_alive(record):
                 continue
             self.say(f"{name}: stopping pid {record.pid}")
+            stopping.append((name, record))
+        timeout_s = self.dev.stop_timeout_s
+
+        async def stopped(name: str, record: ProcessRecord) -> None:
             # PostgreSQL's SIGTERM waits for every client to leave; SIGINT is its fast shutdown
             first = signal.SIGINT if name == POSTGRES else signal.SIGTERM
-            if await stop(record, self.dev.stop_timeout_s, first):
-                self.say(f"{name}: did not stop within {self.dev.stop_timeout_s:.0f} s; killed")
-            state.save()
+            if await stop(record, timeout_s, first):
+                self.say(f"{name}: did not stop within {timeout_s:.0f} s; killed")
+
+        await asyncio.gather(*(stopped(name, record) for name, record in stopping))
+        state.save()
 
     async def _stop_services(self, state: StackState, names: list[str]) -> None:
         """SIGTERM to the service processes `names` at once (aggregators stopped together hand
@@ -400,17 +493,11 @@ class Stack:
     async def status(self) -> list[ComponentStatus]:
         state = StackState.load(self.dev.state_dir)
         counts = Scale().counts(state.processes)
-        kafka_url, database_url = self.kafka_bootstrap, self.database_url
+        database_url = self.database_url
         http_port = self.settings.http_port
         return list(
             await asyncio.gather(
-                component_status(
-                    KAFKA,
-                    state.processes.get(KAFKA),
-                    self.external_kafka,
-                    kafka_url,
-                    lambda: _kafka.answers(kafka_url, timeout_s=3),
-                ),
+                *self._kafka_status(state),
                 component_status(
                     POSTGRES,
                     state.processes.get(POSTGRES),
@@ -429,6 +516,26 @@ class Stack:
                 ),
             )
         )
+
+    def _kafka_status(self, state: StackState) -> list[Awaitable[ComponentStatus]]:
+        """A row per node of the local Kafka, each healthy when it answers on its own port;
+        one row for an external Kafka."""
+        cluster = self.kafka_cluster(state.kafka_brokers or 1)
+        if self._external_kafka(cluster):
+            url = self.settings.kafka_bootstrap
+            return [
+                component_status(KAFKA, None, True, url, lambda: _kafka.answers(url, timeout_s=3))
+            ]
+        return [
+            component_status(
+                name,
+                state.processes.get(name),
+                False,
+                node.bootstrap,
+                partial(_kafka.answers, node.bootstrap, timeout_s=3, only_these=True),
+            )
+            for name, node in cluster.nodes.items()
+        ]
 
     @staticmethod
     async def _ingress_status(

@@ -66,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
         help=f"aggregator processes, in the one consumer group (1 to {MAX_DEV_PROCESSES}; "
         "default: as many as run now, else 1)",
     )
+    up.add_argument(
+        "--brokers",
+        type=int,
+        metavar="B",
+        help="Kafka nodes, each a broker and a controller (1 to 5; 3 survives losing one); "
+        "fixed once the local Kafka exists (default: as it was made, else 1)",
+    )
     down = dev_commands.add_parser("down", help="stop what `up` started; the data is kept")
     down.add_argument("--purge", action="store_true", help="also delete the state folder")
     status = dev_commands.add_parser("status", help="each process with its pid and health")
@@ -265,7 +272,13 @@ def _serve(service: str, settings: Settings) -> int:
 
 def _dev(args: argparse.Namespace, stack: Stack) -> int:
     if args.dev_command == "up":
-        asyncio.run(stack.up(ingress_workers=args.ingress_workers, aggregators=args.aggregators))
+        asyncio.run(
+            stack.up(
+                ingress_workers=args.ingress_workers,
+                aggregators=args.aggregators,
+                brokers=args.brokers,
+            )
+        )
         print("the stack is up; `distcount dev status --env` prints its endpoints")
         return 0
     if args.dev_command == "down":
