@@ -44,9 +44,9 @@ def ingress(monkeypatch: pytest.MonkeyPatch) -> Iterator[Ingress]:
     fake = Ingress()
     transport = httpx.MockTransport(fake)
 
-    def client(base_url: str) -> AsyncClient:
+    def client(base_url: str, token: str | None = None) -> AsyncClient:
         assert base_url == URL
-        return AsyncClient(base_url, http=httpx.AsyncClient(transport=transport))
+        return AsyncClient(base_url, token=token, http=httpx.AsyncClient(transport=transport))
 
     # the commands import the client as they run (see _reads._ingress): patched where they find it
     monkeypatch.setattr(distcount_client, "AsyncClient", client)
@@ -104,6 +104,47 @@ def test_get_of_a_counter_never_flushed(
     assert capsys.readouterr().err == (
         "distcount: error: no counter 'nope' (increments show after a flush)\n"
     )
+
+
+def test_the_token_is_sent_as_a_bearer_token(
+    ingress: Ingress, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DISTCOUNT_TOKEN", "t0ken-of_a.reader")
+    ingress.handler = _data(200, {"key": "c1", "value": 1, "as_of": AS_OF})
+    assert _run("get", "c1") == 0
+    assert ingress.requests[0].headers["authorization"] == "Bearer t0ken-of_a.reader"
+
+
+def test_without_a_token_none_is_sent(ingress: Ingress) -> None:
+    ingress.handler = _data(200, {"key": "c1", "value": 1, "as_of": AS_OF})
+    assert _run("get", "c1") == 0
+    assert "authorization" not in ingress.requests[0].headers
+
+
+@pytest.mark.parametrize(
+    ("token", "status", "hint"),
+    [
+        (None, 401, "the ingress asks for a token: set DISTCOUNT_TOKEN"),
+        ("wrong-token", 403, "is DISTCOUNT_TOKEN a token of the read scope?"),
+    ],
+)
+def test_a_refused_token_exits_1_saying_what_to_set(  # noqa: PLR0917  # fixtures and cases
+    ingress: Ingress,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    token: str | None,
+    status: int,
+    hint: str,
+) -> None:
+    if token is not None:
+        monkeypatch.setenv("DISTCOUNT_TOKEN", token)
+    ingress.handler = _errors(status, {"authorization": ["no"]})
+    assert _run("top") == 1
+    err = capsys.readouterr().err
+    assert hint in err
+    assert err.count("\n") == 1
+    if token is not None:
+        assert token not in err
 
 
 def test_a_refused_argument_exits_2(ingress: Ingress, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,6 +15,7 @@ from distcount_config import (
     SETTINGS,
     Derived,
     DevSettings,
+    KafkaSecurity,
     MetricsSettings,
     Scope,
     Setting,
@@ -66,6 +67,17 @@ SAMPLES = {
     "MIGRATIONS_DIR": "/srv/distcount/migrations",
     "ROLLUP": "10m@2h,1d@7d",
     "COMPACT_INTERVAL_MS": "600000",
+    "WRITE_TOKEN_HASHES": "sha256:" + "ab" * 32 + "," + "0f" * 32,
+    "READ_TOKEN_HASHES": "SHA256:" + "CD" * 32,
+    "TOKEN": "Ld9fQ2x-token_of.a~client",
+    "KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
+    "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+    "KAFKA_SASL_USERNAME": "distcount-services",
+    "KAFKA_SASL_PASSWORD": "kafka's secret",
+    # files that exist wherever the tests run
+    "KAFKA_SSL_CAFILE": __file__,
+    "KAFKA_SSL_CERTFILE": str(README),
+    "KAFKA_SSL_KEYFILE": str(Path(__file__).parent / "__init__.py"),
     "DEV_DIR": "/srv/distcount/state",
     "DEV_CACHE_DIR": "/srv/distcount/cache",
     "DEV_KAFKA_VERSION": "3.9.1",
@@ -94,6 +106,8 @@ def _flat_fields(cls: type[Any], prefix: str = "") -> set[str]:
     for f in dataclasses.fields(cls):
         if f.name == "metrics":
             names |= _flat_fields(MetricsSettings, "metrics.")
+        elif f.name == "kafka_security":
+            names |= _flat_fields(KafkaSecurity, "kafka_security.")
         else:
             names.add(prefix + f.name)
     return names
@@ -164,8 +178,16 @@ def test_constant_defaults_are_values_of_their_kind() -> None:
 
 def test_secret_settings_stay_out_of_the_repr() -> None:
     repr_of = {f.name: f.repr for f in dataclasses.fields(Settings)}
+    repr_of |= {f"kafka_security.{f.name}": f.repr for f in dataclasses.fields(KafkaSecurity)}
     secrets = [setting for setting in SETTINGS if setting.secret]
-    assert {setting.name for setting in secrets} == {"DATABASE_URL", "MIGRATE_DATABASE_URL"}
+    assert {setting.name for setting in secrets} == {
+        "DATABASE_URL",
+        "MIGRATE_DATABASE_URL",
+        "WRITE_TOKEN_HASHES",
+        "READ_TOKEN_HASHES",
+        "TOKEN",
+        "KAFKA_SASL_PASSWORD",
+    }
     for setting in secrets:
         assert repr_of[setting.field] is False, setting.name
 
@@ -180,12 +202,27 @@ def test_export_lines_are_the_exported_settings_with_their_values() -> None:
     }
     lines = export_lines(load(environ))
     exported = [setting for setting in SETTINGS if setting.exported]
-    assert [line.split("=")[0] for line in lines] == [f"export {s.variable}" for s in exported]
+    assert [line.split("=")[0].removeprefix("# ") for line in lines] == [
+        f"export {s.variable}" if not s.secret else s.variable for s in exported
+    ]
     assert {s.name for s in exported} >= {"KAFKA_BOOTSTRAP", "DATABASE_URL", "TOPIC", "HTTP_PORT"}
     assert all(setting.scope is Scope.SERVICES for setting in exported)
-    # what a shell makes of them is the settings again
-    assigned = dict(shlex.split(line)[1].split("=", 1) for line in lines)
-    assert load(assigned) == load(environ)
+    # the user's password is not printed: the line says where the database is, as a comment
+    assert "it's secret" not in "\n".join(lines)
+    assert "# DISTCOUNT_DATABASE_URL=postgresql://app:***@db.example/counts is your own" in lines[1]
+    # what a shell makes of them, in the environment that holds the secret, is the settings again
+    exports = [line for line in lines if line.startswith("export ")]
+    assigned = dict(shlex.split(line)[1].split("=", 1) for line in exports)
+    assert load({**environ, **assigned}) == load(environ)
+
+
+def test_export_lines_print_the_local_stacks_passwords() -> None:
+    lines = export_lines(load({}))
+    assert (
+        "export DISTCOUNT_DATABASE_URL=postgresql://distcount:distcount@127.0.0.1:5432/distcount"
+        in lines
+    )
+    assert not any(line.startswith("#") for line in lines)
 
 
 def test_the_stack_exports_the_endpoints_it_runs(tmp_path: Path) -> None:

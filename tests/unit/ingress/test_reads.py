@@ -142,5 +142,5 @@ async def test_the_openapi_document_describes_the_contract(client: httpx.AsyncCl
         == MAX_BATCH_ITEMS
     )
     post = document["paths"]["/increment"]["post"]["responses"]
-    assert set(post) == {"202", "400", "413", "415", "422", "503"}
+    assert set(post) == {"202", "400", "408", "413", "415", "422", "503"}
     assert "Retry-After" in post["503"]["headers"]

@@ -8,6 +8,7 @@ with Client("http://127.0.0.1:3333") as client:
 
 from distcount_client._async import AsyncClient
 from distcount_client._exceptions import (
+    AccessDenied,
     ClientError,
     InvalidInput,
     NotCountedYet,
@@ -22,6 +23,7 @@ from distcount_client._sync import DEFAULT_BASE_URL, Client
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "AccessDenied",
     "AsyncClient",
     "Client",
     "ClientError",

@@ -35,6 +35,9 @@ class AsyncClient:
     answer was lost, or that was answered 503, may have been counted, so sending it again may
     count it twice. Such failures raise, and whether to send again is the caller's choice.
 
+    `token`: a bearer token, sent with every request, for an ingress with access control (its
+    scopes decide which calls it may make: `write` for the increments, `read` for the rest).
+
     `http`: an httpx.AsyncClient of the caller's (transports, proxies, TLS), which the caller
     closes; by default the client makes and closes its own.
     """
@@ -45,11 +48,13 @@ class AsyncClient:
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         retry: Retry | None = None,
+        token: str | None = None,
         http: httpx.AsyncClient | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.retry = retry or Retry()
+        self._headers = _calls.authorization(token)
         self._owns_http = http is None
         self._http = http if http is not None else httpx.AsyncClient()
 
@@ -166,6 +171,7 @@ class AsyncClient:
                         url,
                         params=call.params,
                         json=call.json,
+                        headers=self._headers,
                         timeout=call.timeout(self.timeout_s),
                     )
                 return call.answer(response)

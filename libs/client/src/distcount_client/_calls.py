@@ -5,6 +5,7 @@ the same for both, and is tested without a network.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -16,6 +17,9 @@ from distcount_client import _wire
 from distcount_client._exceptions import NotFound, UnexpectedAnswer, error_for, refused
 from distcount_client._models import Counted, Counter, History, Page, Top, Written
 from distcount_client._wire import JSONObject, Malformed, segment
+
+# RFC 6750's b64token, as the ingress reads it
+_BEARER_TOKEN: Final = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 
 T = TypeVar("T")
 
@@ -58,6 +62,16 @@ class Call(Generic[T]):
                 f"({response.status_code}) with a body this client cannot read: {what}",
                 status_code=response.status_code,
             ) from None
+
+
+def authorization(token: str | None) -> dict[str, str] | None:
+    """The header that carries a bearer token; refused here if it could not be sent as one."""
+    if token is None:
+        return None
+    if not token or not _BEARER_TOKEN.fullmatch(token):
+        # the token itself stays out of the message: it is a secret
+        raise refused("token", "must be a bearer token: letters, digits and -._~+/ (then =)")
+    return {"Authorization": f"Bearer {token}"}
 
 
 def shadowed(key: str) -> bool:

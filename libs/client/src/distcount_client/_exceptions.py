@@ -7,6 +7,8 @@ ClientError                  (a DistcountError) every error the client raises
  ├── InvalidInput            the request breaks the rules: 400, 413, 415, 422, or refused by the
  │                           client before anything was sent; `errors` maps each field to why
  ├── NotFound                404: a counter never flushed
+ ├── AccessDenied            401: no token, or one the ingress does not know; 403: the token
+ │                           lacks the scope (write, read) the call needs
  ├── Unavailable             503: Kafka or PostgreSQL did not answer in time; `retry_after_s`
  ├── NotCountedYet           `wait_for` reached its deadline before the write was counted
  └── UnexpectedAnswer        any other answer: a 5xx, a route the ingress does not serve (one
@@ -55,6 +57,10 @@ class InvalidInput(ClientError):
     ) -> None:
         super().__init__(message, status_code=status_code)
         self.errors = dict(errors)
+
+
+class AccessDenied(ClientError):
+    pass
 
 
 class NotFound(ClientError):
@@ -132,6 +138,12 @@ def error_for(response: httpx.Response, key: str | None) -> ClientError:
     if status in (400, 413, 415, 422):
         return InvalidInput(
             f"the ingress refused {request} ({status}): {said}", errors, status_code=status
+        )
+    if status in (401, 403):
+        return AccessDenied(
+            f"the ingress refused {request} ({status}): {said or 'no reason given'}"
+            + (" (is the token set?)" if status == 401 else ""),
+            status_code=status,
         )
     if status == 404 and "key" in errors and key is not None:
         return NotFound(key)

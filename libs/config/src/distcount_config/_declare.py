@@ -13,13 +13,17 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final, Generic, Protocol, TypeVar
 
-from distcount_config._kinds import Kind
+from distcount_config._kinds import DatabaseUrl, Kind
 
 PREFIX: Final = "DISTCOUNT_"
 
 T = TypeVar("T")
 
 _PASSWORD_RE = re.compile(r"(://[^:/@]*:)[^@]*@")
+# a URL written without its scheme (a mistake an error message shows) may still hold one
+_BARE_PASSWORD_RE = re.compile(r"^([^:/@]*:)[^@]*@")
+# libpq's URLs may carry passwords in their query string too
+_QUERY_PASSWORD_RE = re.compile(r"([?&](?:ssl)?password=)[^&#]*", re.IGNORECASE)
 
 
 class Scope(Enum):
@@ -60,7 +64,8 @@ class Setting(Generic[T]):
     help: str  # for the README's meaning column (Markdown)
     scope: Scope
     field: str  # the attribute that holds it: "http_port", "metrics.reporter", "state_dir"
-    secret: bool = False  # never in an error message (a password)
+    # never in an error message or printed: a URL's password is hidden, anything else whole
+    secret: bool = False
     exported: bool = False  # an endpoint `distcount dev status --env` prints
 
     @property
@@ -70,7 +75,14 @@ class Setting(Generic[T]):
     def shown(self, value: T) -> str:
         """The value as its variable holds it, its password hidden if it is secret."""
         text = self.kind.show(value)
-        return redact(text) if self.secret else text
+        return self.hidden(text) if self.secret else text
+
+    def hidden(self, text: str) -> str:
+        """`text`, a value of this secret setting, as it may be shown: a URL without its
+        passwords, which says where it leads; any other secret (a password, a token) as ***."""
+        if isinstance(self.kind, DatabaseUrl):
+            return redact(text)
+        return "***" if text else ""
 
     def show_in(self, settings: object) -> str:
         """Its value in `settings` (of its scope) as its variable would hold it."""
@@ -88,5 +100,6 @@ class Rule:
 
 
 def redact(text: str) -> str:
-    """`text` with the password of a URL in it replaced by ***."""
-    return _PASSWORD_RE.sub(r"\1***@", text)
+    """`text` with the passwords of a URL in it replaced by ***."""
+    userinfo = _PASSWORD_RE if "://" in text else _BARE_PASSWORD_RE
+    return _QUERY_PASSWORD_RE.sub(r"\1***", userinfo.sub(r"\1***@", text))

@@ -7,7 +7,8 @@ import shlex
 from typing import Any, Final
 
 from distcount_config._declare import Derived, Scope, Setting
-from distcount_config._settings import Settings
+from distcount_config._load import url_passwords
+from distcount_config._settings import LOCAL_PASSWORDS, Settings
 from distcount_config._table import SETTINGS
 
 # the README's generated block lies between these two lines
@@ -29,12 +30,28 @@ _INTRODUCTIONS: Final = {
 
 def export_lines(settings: Settings) -> list[str]:
     """`export DISTCOUNT_…=…` for every setting the table marks as an endpoint, each with its
-    value in `settings`, quoted for a POSIX shell."""
-    return [
-        f"export {setting.variable}={shlex.quote(setting.show_in(settings))}"
-        for setting in SETTINGS
-        if setting.exported
-    ]
+    value in `settings`, quoted for a POSIX shell. A secret is printed only when it is the
+    local stack's own (its passwords are public); one of the user's is a comment, hidden: it
+    is in the user's environment already, and must not land in a terminal's scrollback."""
+    lines = []
+    for setting in SETTINGS:
+        if not setting.exported:
+            continue
+        value = setting.show_in(settings)
+        if setting.secret and not _local_secret(value):
+            lines.append(
+                f"# {setting.variable}={setting.hidden(value)} is your own "
+                "secret, not printed: keep the value your environment has"
+            )
+        else:
+            lines.append(f"export {setting.variable}={shlex.quote(value)}")
+    return lines
+
+
+def _local_secret(value: str) -> bool:
+    if "://" not in value:
+        return False
+    return all(password in LOCAL_PASSWORDS for password in url_passwords(value))
 
 
 def markdown() -> str:

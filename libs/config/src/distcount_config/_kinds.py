@@ -7,6 +7,7 @@ not one of its kind; the message, if any, is the detail an error adds after what
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from abc import ABC, abstractmethod
@@ -21,6 +22,7 @@ _HOST_RE = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]")
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _TAG_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.:/-]{0,199}")
 _VERSION_RE = re.compile(r"\d+\.\d+\.\d+")
+_DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 
 
 class Kind(ABC, Generic[T]):
@@ -123,9 +125,11 @@ class Choice(Kind[str]):
         return " or ".join(self.options)
 
     def parse(self, raw: str) -> str:
-        if raw.lower() not in self.options:
-            raise ValueError("")
-        return raw.lower()
+        # in any case, read as the option is spelled (SASL_SSL, zstd)
+        for option in self.options:
+            if raw.lower() == option.lower():
+                return option
+        raise ValueError("")
 
 
 @dataclass(frozen=True)
@@ -299,6 +303,61 @@ class RepositoryUrl(Kind[str]):
         if urlsplit(raw).scheme not in ("http", "https", "file"):
             raise ValueError("")
         return raw.rstrip("/")
+
+
+@dataclass(frozen=True)
+class File(Kind[Path]):
+    """A file that exists when the settings are read: a missing certificate is a startup
+    error naming its variable, not a handshake failure later."""
+
+    what: str = "a file path"
+
+    @property
+    def accepts(self) -> str:
+        return self.what
+
+    def parse(self, raw: str) -> Path:
+        path = Path(raw).expanduser().resolve()
+        if not path.is_file():
+            raise ValueError("no such file")
+        return path
+
+
+def token_hash(token: str) -> str:
+    """How a bearer token is written in DISTCOUNT_*_TOKEN_HASHES: `sha256:<64 hex digits>` of
+    its UTF-8 bytes."""
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenHashes(Kind[tuple[str, ...]]):
+    """SHA-256 digests of bearer tokens, as lowercase hex; each may carry a `sha256:` prefix,
+    as `distcount token new` prints it."""
+
+    @property
+    def accepts(self) -> str:
+        return (
+            "comma-separated SHA-256 digests of tokens, 64 hex digits each, optionally written "
+            "sha256:<hex> (`distcount token new` prints one)"
+        )
+
+    def parse(self, raw: str) -> tuple[str, ...]:
+        digests = []
+        for number, item in enumerate((part.strip() for part in raw.split(",")), 1):
+            if not item:
+                continue
+            digest = item.lower().removeprefix("sha256:")
+            if not _DIGEST_RE.fullmatch(digest):
+                # the item itself is not shown: it may be a token pasted here by mistake
+                raise ValueError(
+                    f"item {number} is not 64 hex digits (a token goes in a client's "
+                    "settings; here goes its hash)"
+                )
+            digests.append(digest)
+        return tuple(dict.fromkeys(digests))
+
+    def show(self, value: tuple[str, ...]) -> str:
+        return ",".join(f"sha256:{digest}" for digest in value)
 
 
 @dataclass(frozen=True)

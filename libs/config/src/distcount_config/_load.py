@@ -13,11 +13,18 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from distcount_config import _table as t
-from distcount_config._declare import PREFIX, Derived, Scope, Setting, redact
+from distcount_config._declare import PREFIX, Derived, Scope, Setting
 from distcount_config._errors import ConfigError
-from distcount_config._settings import DevSettings, MetricsSettings, Settings
+from distcount_config._settings import (
+    LOCAL_PASSWORDS,
+    DevSettings,
+    KafkaSecurity,
+    MetricsSettings,
+    Settings,
+)
 
 T = TypeVar("T")
 
@@ -66,9 +73,47 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         migrations_dir=v.get(t.MIGRATIONS_DIR),
         rollup=v.get(t.ROLLUP),
         compact_interval_ms=v.get(t.COMPACT_INTERVAL_MS),
+        write_token_hashes=v.get(t.WRITE_TOKEN_HASHES),
+        read_token_hashes=v.get(t.READ_TOKEN_HASHES),
+        token=v.get(t.TOKEN),
+        kafka_security=KafkaSecurity(
+            protocol=v.get(t.KAFKA_SECURITY_PROTOCOL),
+            sasl_mechanism=v.get(t.KAFKA_SASL_MECHANISM),
+            sasl_username=v.get(t.KAFKA_SASL_USERNAME),
+            sasl_password=v.get(t.KAFKA_SASL_PASSWORD),
+            ssl_cafile=v.get(t.KAFKA_SSL_CAFILE),
+            ssl_certfile=v.get(t.KAFKA_SSL_CERTFILE),
+            ssl_keyfile=v.get(t.KAFKA_SSL_KEYFILE),
+        ),
     )
     v.check(Scope.SERVICES)
     return settings
+
+
+def given_secrets(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The secret values the environment sets (passwords, tokens), for the logs to hide
+    wherever they turn up, even in a driver's message: a URL's passwords rather than the URL,
+    and none of the local stack's own passwords, which are public and would blot out the word
+    distcount from every line."""
+    given = os.environ if environ is None else environ
+    found: list[str] = []
+    for setting in t.SETTINGS:
+        raw = given.get(setting.variable, "").strip()
+        if setting.secret and raw:
+            found += url_passwords(raw) if "://" in raw else [raw]
+    return tuple(dict.fromkeys(s for s in found if s not in LOCAL_PASSWORDS))
+
+
+def url_passwords(url: str) -> list[str]:
+    """The passwords a URL holds: its user's, and those of its query string, as written and
+    as decoded."""
+    parts = urlsplit(url)
+    raw = parts.netloc.rpartition("@")[0].partition(":")[2] if "@" in parts.netloc else ""
+    found = [raw, unquote(raw)]
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name.lower() in ("password", "sslpassword"):
+            found += [value, quote(value, safe="")]
+    return [p for p in dict.fromkeys(found) if p]
 
 
 def load_dev(environ: Mapping[str, str] | None = None) -> DevSettings:
@@ -125,7 +170,7 @@ class _Environment:
         try:
             return setting.kind.parse(raw.strip())
         except ValueError as exc:
-            shown = redact(raw) if setting.secret else raw
+            shown = setting.hidden(raw) if setting.secret else raw
             raise ConfigError(
                 f"{setting.variable}={shown!r} is not valid: expected "
                 f"{setting.kind.accepts}{_detail(exc)}"

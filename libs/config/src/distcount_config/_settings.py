@@ -22,6 +22,27 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class KafkaSecurity:
+    """How every Kafka client talks to the brokers (`kafka_client_options` applies it)."""
+
+    protocol: str  # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
+    sasl_mechanism: str  # PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+    sasl_username: str | None
+    sasl_password: str | None = field(repr=False)
+    ssl_cafile: Path | None  # None: the system's CAs
+    ssl_certfile: Path | None
+    ssl_keyfile: Path | None
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol.startswith("SASL_")
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol.endswith("SSL")
+
+
+@dataclass(frozen=True)
 class Settings:
     """What the services and the `distcount` commands are given; nothing of the local stack."""
 
@@ -56,6 +77,16 @@ class Settings:
     migrations_dir: Path | None  # None: those shipped with distcount-store
     rollup: tuple[RollupTier, ...]  # finest first; empty: no rollup
     compact_interval_ms: int
+    # SHA-256 digests (lowercase hex) of the bearer tokens of each scope; both empty: no
+    # access control
+    write_token_hashes: tuple[str, ...] = field(repr=False)
+    read_token_hashes: tuple[str, ...] = field(repr=False)
+    token: str | None = field(repr=False)  # what the commands that read send to the ingress
+    kafka_security: KafkaSecurity
+
+    @property
+    def access_control(self) -> bool:
+        return bool(self.write_token_hashes or self.read_token_hashes)
 
 
 @dataclass(frozen=True)
@@ -92,6 +123,10 @@ class DevSettings:
 
 # The local stack's endpoints: the services' defaults when no other is given, so that
 # `distcount ingress` next to `distcount dev up` needs no setting at all.
+
+
+# the local stack's roles' passwords: public (the README shows them), so printed as they are
+LOCAL_PASSWORDS = ("distcount", "distcount_admin")
 
 
 def local_kafka_bootstrap(kafka_port: int) -> str:

@@ -15,6 +15,7 @@ from distcount_config._kinds import (
     Choice,
     ChoiceOrNone,
     DatabaseUrl,
+    File,
     Folder,
     Fraction,
     Host,
@@ -26,6 +27,7 @@ from distcount_config._kinds import (
     Seconds,
     Switch,
     Tags,
+    TokenHashes,
     Topic,
     Version,
     port,
@@ -42,6 +44,8 @@ METRICS_REPORTERS: Final = ("off", "statsd", "dogstatsd", "console")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 LOG_FORMATS: Final = ("text", "json")
 CODECS: Final = ("gzip", "snappy", "lz4", "zstd")  # every codec Kafka defines
+KAFKA_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 DEFAULT_ROLLUP: Final = "1h@1d,1d@30d"
 
@@ -399,6 +403,99 @@ COMPACT_INTERVAL_MS: Final = Setting(
     "compact_interval_ms",
 )
 
+# -- access control and secured connections (see the README's Access control) ------------------
+
+WRITE_TOKEN_HASHES: Final = Setting(
+    "WRITE_TOKEN_HASHES",
+    TokenHashes(),
+    (),
+    "the hashes of the bearer tokens that may write (`POST /increment`, `POST /increments`). "
+    "With this and `DISTCOUNT_READ_TOKEN_HASHES` both unset the ingress asks for no token; with "
+    "either set, every route but the health checks needs a token of its scope. See "
+    "[Access control](#access-control)",
+    SERVICES,
+    "write_token_hashes",
+    secret=True,
+)
+READ_TOKEN_HASHES: Final = Setting(
+    "READ_TOKEN_HASHES",
+    TokenHashes(),
+    (),
+    "the hashes of the bearer tokens that may read (every other route but `/health/live` and "
+    "`/health/ready`); a token in both lists may do both",
+    SERVICES,
+    "read_token_hashes",
+    secret=True,
+)
+TOKEN: Final = Setting(
+    "TOKEN",
+    OrUnset(Name("a bearer token", 1024)),
+    None,
+    "the bearer token `distcount get`, `history` and `top` send to the ingress",
+    SERVICES,
+    "token",
+    secret=True,
+)
+KAFKA_SECURITY_PROTOCOL: Final = Setting(
+    "KAFKA_SECURITY_PROTOCOL",
+    Choice(KAFKA_PROTOCOLS),
+    "PLAINTEXT",
+    "how every Kafka client of distcount talks to the brokers: TLS (`SSL`), SASL "
+    "authentication, or both",
+    SERVICES,
+    "kafka_security.protocol",
+)
+KAFKA_SASL_MECHANISM: Final = Setting(
+    "KAFKA_SASL_MECHANISM",
+    Choice(SASL_MECHANISMS),
+    "PLAIN",
+    "the SASL mechanism, with a `SASL_*` protocol",
+    SERVICES,
+    "kafka_security.sasl_mechanism",
+)
+KAFKA_SASL_USERNAME: Final = Setting(
+    "KAFKA_SASL_USERNAME",
+    OrUnset(Name("a user name", 255)),
+    None,
+    "the SASL user, with a `SASL_*` protocol",
+    SERVICES,
+    "kafka_security.sasl_username",
+)
+KAFKA_SASL_PASSWORD: Final = Setting(
+    "KAFKA_SASL_PASSWORD",
+    OrUnset(Name("a password", 1024)),
+    None,
+    "the SASL user's password, with a `SASL_*` protocol",
+    SERVICES,
+    "kafka_security.sasl_password",
+    secret=True,
+)
+KAFKA_SSL_CAFILE: Final = Setting(
+    "KAFKA_SSL_CAFILE",
+    OrUnset(File("a PEM file of CA certificates")),
+    None,
+    "the CAs the brokers' certificates are checked against, with `SSL` or `SASL_SSL`; unset, "
+    "the system's",
+    SERVICES,
+    "kafka_security.ssl_cafile",
+)
+KAFKA_SSL_CERTFILE: Final = Setting(
+    "KAFKA_SSL_CERTFILE",
+    OrUnset(File("a PEM certificate file")),
+    None,
+    "the client certificate, for brokers that authenticate clients by TLS",
+    SERVICES,
+    "kafka_security.ssl_certfile",
+)
+KAFKA_SSL_KEYFILE: Final = Setting(
+    "KAFKA_SSL_KEYFILE",
+    OrUnset(File("a PEM private key file, unencrypted")),
+    None,
+    "the client certificate's key, when `DISTCOUNT_KAFKA_SSL_CERTFILE` does not hold it too",
+    SERVICES,
+    "kafka_security.ssl_keyfile",
+)
+
 # -- the local stack's settings (`distcount dev`) --------------------------------------------
 
 DEV_DIR: Final = Setting(
@@ -493,6 +590,16 @@ SETTINGS: Final[tuple[Setting[Any], ...]] = (
     MIGRATIONS_DIR,
     ROLLUP,
     COMPACT_INTERVAL_MS,
+    WRITE_TOKEN_HASHES,
+    READ_TOKEN_HASHES,
+    TOKEN,
+    KAFKA_SECURITY_PROTOCOL,
+    KAFKA_SASL_MECHANISM,
+    KAFKA_SASL_USERNAME,
+    KAFKA_SASL_PASSWORD,
+    KAFKA_SSL_CAFILE,
+    KAFKA_SSL_CERTFILE,
+    KAFKA_SSL_KEYFILE,
     DEV_DIR,
     DEV_CACHE_DIR,
     DEV_KAFKA_VERSION,
@@ -518,6 +625,40 @@ RULES: Final = (
         lambda v: any(tier.width_ms % v.get(BUCKET_MS) for tier in v.get(ROLLUP)),
         "each width of DISTCOUNT_ROLLUP must be a multiple of DISTCOUNT_BUCKET_MS (the flush "
         "interval unless set), so that a rolled-up bucket holds whole buckets of the event log",
+    ),
+    Rule(
+        SERVICES,
+        lambda v: (
+            v.get(KAFKA_SECURITY_PROTOCOL).startswith("SASL_")
+            and not (v.is_set(KAFKA_SASL_USERNAME) and v.is_set(KAFKA_SASL_PASSWORD))
+        ),
+        "DISTCOUNT_KAFKA_SECURITY_PROTOCOL is SASL_PLAINTEXT or SASL_SSL: set "
+        "DISTCOUNT_KAFKA_SASL_USERNAME and DISTCOUNT_KAFKA_SASL_PASSWORD too",
+    ),
+    Rule(
+        SERVICES,
+        lambda v: (
+            not v.get(KAFKA_SECURITY_PROTOCOL).startswith("SASL_")
+            and (v.is_set(KAFKA_SASL_USERNAME) or v.is_set(KAFKA_SASL_PASSWORD))
+        ),
+        "DISTCOUNT_KAFKA_SASL_USERNAME or DISTCOUNT_KAFKA_SASL_PASSWORD is set, but "
+        "DISTCOUNT_KAFKA_SECURITY_PROTOCOL is neither SASL_PLAINTEXT nor SASL_SSL: they would "
+        "not be sent",
+    ),
+    Rule(
+        SERVICES,
+        lambda v: (
+            not v.get(KAFKA_SECURITY_PROTOCOL).endswith("SSL")
+            and any(v.is_set(s) for s in (KAFKA_SSL_CAFILE, KAFKA_SSL_CERTFILE, KAFKA_SSL_KEYFILE))
+        ),
+        "a DISTCOUNT_KAFKA_SSL_* file is set, but DISTCOUNT_KAFKA_SECURITY_PROTOCOL is neither "
+        "SSL nor SASL_SSL: it would not be used",
+    ),
+    Rule(
+        SERVICES,
+        lambda v: v.is_set(KAFKA_SSL_KEYFILE) and not v.is_set(KAFKA_SSL_CERTFILE),
+        "DISTCOUNT_KAFKA_SSL_KEYFILE is set without DISTCOUNT_KAFKA_SSL_CERTFILE, the "
+        "certificate it is the key of",
     ),
     Rule(
         DEV,

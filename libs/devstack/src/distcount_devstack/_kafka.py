@@ -9,6 +9,7 @@ import subprocess
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
@@ -194,13 +195,21 @@ def new_cluster_id() -> str:
             return value
 
 
-async def answers(bootstrap: str, timeout_s: float, *, only_these: bool = False) -> bool:
+async def answers(
+    bootstrap: str,
+    timeout_s: float,
+    *,
+    only_these: bool = False,
+    security: Mapping[str, Any] | None = None,
+) -> bool:
     """True when a broker at `bootstrap` answers a metadata request, and then (unless
     `only_these`) the cluster answers another, sent wherever the client chooses. `only_these`
     asks only the servers `bootstrap` names: a node of a cluster answers for itself, whichever
-    of the others is down."""
+    of the others is down. `security`: the client options of a user's Kafka (TLS, SASL; see
+    `distcount_config.kafka_client_options`), none for the local stack's own."""
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
+        **{**(security or {}), "bootstrap_servers": bootstrap},
+        request_timeout_ms=int(timeout_s * 1000),
     )
     try:
         # the client's bootstrap: a metadata request to the servers named, one after the other
@@ -230,10 +239,17 @@ async def registered_brokers(bootstrap: str, timeout_s: float) -> int:
     return len(cluster["brokers"])
 
 
-async def ensure_topics(bootstrap: str, topics: dict[str, int], replication: int = 1) -> list[str]:
+async def ensure_topics(
+    bootstrap: str,
+    topics: dict[str, int],
+    replication: int = 1,
+    security: Mapping[str, Any] | None = None,
+) -> list[str]:
     """Create the missing topics (name -> partitions), each partition in `replication` copies;
-    returns warnings about existing ones."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
+    returns warnings about existing ones. `security` as for `answers`."""
+    admin = AIOKafkaAdminClient(
+        **{**(security or {}), "bootstrap_servers": bootstrap}, request_timeout_ms=30_000
+    )
     warnings: list[str] = []
     try:
         await admin.start()

@@ -16,9 +16,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-from distcount_config import DevSettings, Settings, export_lines
+from distcount_config import DevSettings, Settings, export_lines, kafka_client_options
 from distcount_devstack import _kafka, _postgres
 from distcount_devstack._cluster import KAFKA, KafkaCluster, brokers_to_run, is_broker
 from distcount_devstack._errors import DevStackError
@@ -329,8 +330,15 @@ class Stack:
                 waits.append(node.wait_alive(record, settle_s=2.0))
         await asyncio.gather(*waits)
 
+    def _user_kafka(self) -> dict[str, Any]:
+        """How the services reach a Kafka of the user's (TLS, SASL): the local stack's own
+        brokers speak plain text on loopback."""
+        return kafka_client_options(self.settings)
+
     async def _check_external(self) -> None:
-        if self.external_kafka and not await _kafka.answers(self.kafka_bootstrap, timeout_s=10):
+        if self.external_kafka and not await _kafka.answers(
+            self.kafka_bootstrap, timeout_s=10, security=self._user_kafka()
+        ):
             raise DevStackError(
                 f"DISTCOUNT_KAFKA_BOOTSTRAP is {self.kafka_bootstrap}, but no Kafka broker answers "
                 "there; start it, or unset the variable to let `distcount dev up` run one"
@@ -409,7 +417,8 @@ class Stack:
         }
         # an external Kafka's topics at a single copy, as before clusters
         copies = 1 if self._external_kafka(cluster) else cluster.replication
-        for warning in await _kafka.ensure_topics(self.kafka_bootstrap, topics, copies):
+        security = self._user_kafka() if self._external_kafka(cluster) else None
+        for warning in await _kafka.ensure_topics(self.kafka_bootstrap, topics, copies, security):
             self.say(f"kafka: warning: {warning}")
         kept = f", {copies} copies of each" if copies > 1 else ""
         self.say(
@@ -523,8 +532,15 @@ class Stack:
         cluster = self.kafka_cluster(state.kafka_brokers or 1)
         if self._external_kafka(cluster):
             url = self.settings.kafka_bootstrap
+            security = self._user_kafka()
             return [
-                component_status(KAFKA, None, True, url, lambda: _kafka.answers(url, timeout_s=3))
+                component_status(
+                    KAFKA,
+                    None,
+                    True,
+                    url,
+                    lambda: _kafka.answers(url, timeout_s=3, security=security),
+                )
             ]
         return [
             component_status(

@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError
 
 from distcount_aggregator._aggregator import Aggregator
 from distcount_aggregator._deadletter import DeadLetters
-from distcount_config import Settings
+from distcount_config import Settings, kafka_client_options
 from distcount_core import Backoff
 from distcount_metrics import AggregatorMetrics, aggregator_metrics
 from distcount_store import Database, StoreError
@@ -32,7 +32,7 @@ _COMMAND_TIMEOUT_S = 60.0
 def consumer_options(settings: Settings) -> dict[str, Any]:
     """The aggregator's AIOKafkaConsumer settings (the benchmark's bare loop uses them too)."""
     return {
-        "bootstrap_servers": settings.kafka_bootstrap,
+        **kafka_client_options(settings),
         "group_id": settings.group_id,
         "client_id": f"distcount-aggregator-{socket.gethostname()}",
         "enable_auto_commit": False,
@@ -55,10 +55,9 @@ def build_end_probe(settings: Settings) -> AIOKafkaConsumer:
     own consumer reads committed and would answer the last stable offset, which stays before a
     committed transaction until the broker has written its markers, some time after the producer
     was told the commit succeeded (and the ingress answered 202)."""
-    options = consumer_options(settings)
     return AIOKafkaConsumer(
-        bootstrap_servers=options["bootstrap_servers"],
-        client_id=f"{options['client_id']}-ends",
+        **kafka_client_options(settings),
+        client_id=f"{consumer_options(settings)['client_id']}-ends",
         group_id=None,
         enable_auto_commit=False,
         isolation_level="read_uncommitted",
@@ -119,10 +118,12 @@ async def _open_database(settings: Settings) -> Database:
     )
 
 
+def build_dead_letter_producer(settings: Settings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(**kafka_client_options(settings), acks="all", enable_idempotence=True)
+
+
 async def _started_producer(settings: Settings) -> AIOKafkaProducer:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
-    )
+    producer = build_dead_letter_producer(settings)
     try:
         await producer.start()
     except BaseException:

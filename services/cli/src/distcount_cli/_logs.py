@@ -12,12 +12,15 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Final
 
 import orjson
+
+from distcount_config import given_secrets
 
 CONTEXT_FIELDS: Final = ("topic", "partition", "offset", "group", "key", "reason", "error")
 # the integers orjson writes (a signed 64-bit low end, an unsigned 64-bit high end); past them a
@@ -55,16 +58,27 @@ class Entry:
 
 
 class _Formatter(logging.Formatter):
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, secrets: Sequence[str] = ()) -> None:
         super().__init__()
         self.service = service
+        # longest first: a secret that holds another is hidden whole
+        self.secrets = sorted(secrets, key=len, reverse=True)
+
+    def hide(self, text: str) -> str:
+        """`text` with every secret of the settings in it replaced by ***: a driver may put
+        a password in a message (a URL it could not reach, a rejected login) that no code of
+        distcount wrote, so the last place every line passes is where it is hidden."""
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
 
     def entry(self, record: logging.LogRecord) -> Entry:
         stamp = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
         context = {
-            name: record.__dict__[name]
+            name: self.hide(value) if isinstance(value, str) else value
             for name in CONTEXT_FIELDS
-            if record.__dict__.get(name) is not None
+            if (value := record.__dict__.get(name)) is not None
         }
         trace = [self.formatException(record.exc_info)] if record.exc_info else []
         if record.stack_info:
@@ -73,11 +87,11 @@ class _Formatter(logging.Formatter):
             time=stamp.replace("+00:00", "Z"),
             level=record.levelname.lower(),
             logger=record.name,
-            message=_message(record),
+            message=self.hide(_message(record)),
             service=self.service,
             pid=record.process if record.process is not None else os.getpid(),
             context=context,
-            exception="\n".join(trace) or None,
+            exception=self.hide("\n".join(trace)) or None,
         )
 
 
@@ -105,14 +119,30 @@ class TextFormatter(_Formatter):
         return line if e.exception is None else f"{line}\n{e.exception}"
 
 
-def configure(service: str, log_format: str) -> None:
-    """Every record of the process to standard error, in `log_format` (text or json); so is an
-    exception nothing caught, which would otherwise print a bare traceback."""
-    formatter = JsonFormatter(service) if log_format == "json" else TextFormatter(service)
+def configure(service: str, log_format: str, secrets: Sequence[str] | None = None) -> None:
+    """Every record of the process to standard error, in `log_format` (text or json), with
+    `secrets` hidden (by default those the environment's settings hold); so is an exception
+    nothing caught, which would otherwise print a bare traceback."""
+    global _hide  # noqa: PLW0603  # one process, one log: configured once, at its start
+    kind = JsonFormatter if log_format == "json" else TextFormatter
+    formatter = kind(service, given_secrets() if secrets is None else secrets)
+    _hide = formatter.hide
     handler = logging.StreamHandler()
     handler.setFormatter(formatter)
     logging.getLogger().handlers[:] = [handler]
     sys.excepthook = _log_uncaught
+
+
+def hide(text: str) -> str:
+    """`text` with the secrets given to `configure` hidden, for what a command prints itself."""
+    return _hide(text)
+
+
+def _nothing_hidden(text: str) -> str:
+    return text
+
+
+_hide: Callable[[str], str] = _nothing_hidden
 
 
 def _log_uncaught(

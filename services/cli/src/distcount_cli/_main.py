@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
-from distcount_cli import _client, _compact, _logs, _operator, _reads
+from distcount_cli import _client, _compact, _logs, _operator, _reads, _token
 from distcount_config import DevSettings, Settings, load, load_dev
 from distcount_core import DistcountError
 from distcount_store import find_migrations, migrate, service_role
@@ -112,6 +112,9 @@ def _parser() -> argparse.ArgumentParser:
         "--reason", required=True, help="why: kept with the skipped range in skipped_ranges"
     )
     _compact.add_parser(commands)
+    token = commands.add_parser("token", help="bearer tokens for the ingress's access control")
+    token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    token_commands.add_parser("new", help="print a fresh random token and the hash of it")
     return parser
 
 
@@ -216,7 +219,7 @@ def _report(settings: Settings | None, problem: str) -> None:
     if settings is not None and settings.log_format == "json":
         log.error(problem)
     else:
-        print(f"distcount: {problem}", file=sys.stderr)
+        print(f"distcount: {_logs.hide(problem)}", file=sys.stderr)
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
@@ -224,6 +227,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _dev(args, _dev_stack(settings, load_dev()))
     if args.command in SERVICES:
         return _serve(args.command, settings)
+    if args.command == "token":
+        return _token.new()
     return asyncio.run(_command(args, settings))
 
 

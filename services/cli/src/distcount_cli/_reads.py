@@ -48,11 +48,23 @@ def moment(text: str) -> datetime | int:
 async def _ingress(settings: Settings) -> AsyncIterator[AsyncClient]:
     # imported here: the client's HTTP stack takes a quarter of a second to import, which every
     # other command (the services' start-up among them) would pay for nothing
-    from distcount_client import AsyncClient, NotFound, TransportError  # noqa: PLC0415
+    from distcount_client import (  # noqa: PLC0415
+        AccessDenied,
+        AsyncClient,
+        NotFound,
+        TransportError,
+    )
 
     try:
-        async with AsyncClient(settings.ingress_url) as client:
+        async with AsyncClient(settings.ingress_url, token=settings.token) as client:
             yield client
+    except AccessDenied as exc:
+        hint = (
+            "is DISTCOUNT_TOKEN a token of the read scope?"
+            if settings.token
+            else "the ingress asks for a token: set DISTCOUNT_TOKEN"
+        )
+        raise ReadFailed(f"{exc}; {hint} (see the README's Access control)") from exc
     except TransportError as exc:
         raise ReadFailed(
             f"{exc} (is the ingress running? `distcount dev up` starts the local stack's; "

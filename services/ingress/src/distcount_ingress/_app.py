@@ -15,10 +15,11 @@ import orjson
 from starlette.applications import Starlette
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import Lifespan
+from starlette.routing import Match, Route
+from starlette.types import Lifespan, Scope
 
 from distcount_codec import (
     InvalidIncrement,
@@ -29,6 +30,7 @@ from distcount_codec import (
 )
 from distcount_config import Settings
 from distcount_ingress import _tokens
+from distcount_ingress._auth import AccessControl
 from distcount_ingress._errors import Unavailable
 from distcount_ingress._flushed import FlushWatcher
 from distcount_ingress._http import (
@@ -143,8 +145,25 @@ def create_app(
         metrics.on_request(names.get(request.scope.get("endpoint"), "unmatched"), 500, None)
         return error_response(500, {"server": ["internal error"]})
 
+    def refused(scope: Scope, status: int) -> None:
+        # a 401 or 403 answered before routing: tagged as the route would have been
+        route = next((r for r in routes if r.matches(scope)[0] is Match.FULL), None)
+        metrics.on_request("unmatched" if route is None else names[route.endpoint], status, None)
+
+    # decided here, once: without tokens configured, no request passes through any check
+    middleware = []
+    if settings.access_control:
+        middleware.append(
+            Middleware(
+                AccessControl,
+                write_hashes=settings.write_token_hashes,
+                read_hashes=settings.read_token_hashes,
+                refused=refused,
+            )
+        )
     return Starlette(
         routes=routes,
+        middleware=middleware,
         exception_handlers={HTTPException: http_error, Exception: server_error},
         lifespan=lifespan,
     )

@@ -18,6 +18,7 @@ from distcount_codec import (
     increment_schema,
 )
 from distcount_config import Settings
+from distcount_ingress._auth import secured
 from distcount_ingress._openapi_reads import TOKEN_SCHEMA, read_paths, read_schemas
 
 # plain JSON Schema 2020-12: the document uses none of the OpenAPI dialect's own keywords
@@ -58,6 +59,9 @@ _UNAVAILABLE = {
 def _body_errors(max_body_bytes: int) -> dict[str, Any]:
     return {
         "400": _errors("the body is not JSON"),
+        "408": _errors(
+            "the body did not arrive within DISTCOUNT_HTTP_BODY_TIMEOUT_S; the connection is closed"
+        ),
         "413": _errors(f"the body is larger than {max_body_bytes} bytes"),
         "415": _errors("the content type is not application/json (or application/*+json)"),
         "422": _errors(
@@ -93,6 +97,14 @@ def _request_body(schema_name: str) -> dict[str, Any]:
 
 
 def openapi_document(settings: Settings, max_batch_items: int) -> dict[str, Any]:
+    """The document; with access control on, it declares the bearer scheme and each
+    operation's 401 and 403. Off, it declares none: a fuzzer told of a scheme would rightly
+    report that requests without a token are answered."""
+    document = _document(settings, max_batch_items)
+    return secured(document, _ref("Errors")) if settings.access_control else document
+
+
+def _document(settings: Settings, max_batch_items: int) -> dict[str, Any]:
     body_errors = _body_errors(settings.max_body_bytes)
     return {
         "openapi": "3.1.0",

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import ProducerClosed
 
-from distcount_config import Settings
+from distcount_config import Settings, kafka_client_options
 from distcount_core import Backoff, describe
 
 log = logging.getLogger("distcount.ingress")
@@ -52,7 +52,7 @@ T = TypeVar("T")
 def producer_options(settings: Settings) -> dict[str, Any]:
     """What both producers share: durable (acks=all, idempotent)."""
     return {
-        "bootstrap_servers": settings.kafka_bootstrap,
+        **kafka_client_options(settings),
         "acks": "all",
         "enable_idempotence": True,
         # No lingering: single records come in batches already (see _batcher.py), and a
