@@ -4,6 +4,7 @@ answers of each status, and when a request is sent again. Each test runs with bo
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -280,7 +281,11 @@ async def test_a_counter_named_top_read_after_a_write_waits_for_it_first(
 
 async def test_incr_posts_one_increment_and_returns_its_token(call: Both, ingress: Ingress) -> None:
     ingress.answer(data(202, {"key": "c1", "value": 5, "token": TOKEN}))
-    assert await call("incr", "c1", 5) == Written(TOKEN, {"c1": 5})
+    written = await call("incr", "c1", 5)
+    assert (written.token, written.increments) == (TOKEN, {"c1": 5})
+    # every write carries a key of its own, a UUID, and tells which
+    assert written.idempotency_key == ingress.request.headers["Idempotency-Key"]
+    assert uuid.UUID(written.idempotency_key).version == 4
     assert ingress.request.method == "POST"
     assert ingress.request.url.path == "/increment"
     assert ingress.request.headers["content-type"] == "application/json"
@@ -296,7 +301,7 @@ async def test_incr_counts_one_by_default(call: Both, ingress: Ingress) -> None:
 async def test_an_ingress_older_than_tokens_gives_none(call: Both, ingress: Ingress) -> None:
     ingress.answer(data(202, {"key": "c1", "value": 1}))
     written = await call("incr", "c1")
-    assert written == Written(None, {"c1": 1})
+    assert (written.token, written.increments) == (None, {"c1": 1})
     with pytest.raises(InvalidInput, match="older than tokens"):
         await call("wait_for", written)
 
@@ -313,7 +318,9 @@ async def test_an_ingress_older_than_tokens_gives_none(call: Both, ingress: Ingr
 async def test_incr_many_posts_a_batch(call: Both, ingress: Ingress, increments: Any) -> None:
     sent = [{"key": "a", "value": 2}, {"key": "b", "value": 1}]
     ingress.answer(data(202, {"increments": sent, "token": TOKEN}))
-    assert await call("incr_many", increments()) == Written(TOKEN, {"a": 2, "b": 1})
+    written = await call("incr_many", increments(), idempotency_key="batch-7")
+    assert written == Written(TOKEN, {"a": 2, "b": 1}, "batch-7")
+    assert ingress.request.headers["Idempotency-Key"] == "batch-7"
     assert ingress.request.url.path == "/increments"
     assert json.loads(ingress.request.content) == {"increments": sent}
 
@@ -694,20 +701,46 @@ async def test_retry_once_means_no_retry(call: Both, ingress: Ingress) -> None:
     "failure",
     [
         errors(503, {"kafka": ["not acknowledged in time"]}, **{"Retry-After": "1"}),
-        httpx.ReadTimeout("timed out"),
         httpx.ReadError("connection reset"),
         httpx.RemoteProtocolError("Server disconnected without sending a response."),
         httpx.WriteError("broken pipe"),
     ],
-    ids=["503", "ReadTimeout", "ReadError", "RemoteProtocolError", "WriteError"],
+    ids=["503", "ReadError", "RemoteProtocolError", "WriteError"],
 )
-async def test_a_write_that_may_have_been_sent_is_never_sent_again(
+async def test_a_write_that_may_have_been_sent_is_sent_again_under_its_key(
     call: Both, ingress: Ingress, method: str, args: tuple[Any, ...], failure: Any
 ) -> None:
+    """The ingress counts a write sent again under its Idempotency-Key once: retrying it is as
+    safe as retrying a read."""
     ingress.answer(failure, data(202, {"key": "c1", "value": 1, "token": TOKEN}))
+    written = await call(method, *args)
+    assert len(ingress.requests) == 2
+    keys = {request.headers["Idempotency-Key"] for request in ingress.requests}
+    assert keys == {written.idempotency_key}
+
+
+@pytest.mark.parametrize(
+    ("method", "args"), [("incr", ("c1",)), ("incr_many", ({"a": 1},))], ids=["incr", "incr_many"]
+)
+async def test_a_write_that_timed_out_raises_and_can_be_sent_again_under_its_key(
+    call: Both, ingress: Ingress, method: str, args: tuple[Any, ...]
+) -> None:
+    """A timeout is not retried (the ingress may be overloaded): the caller may send the write
+    again later with the key it chose."""
+    ingress.answer(httpx.ReadTimeout("timed out"), data(202, {"key": "c1", "value": 1}))
     with pytest.raises(ClientError):
-        await call(method, *args)
-    assert len(ingress.requests) == 1
+        await call(method, *args, idempotency_key="order-42")
+    await call(method, *args, idempotency_key="order-42")
+    assert [r.headers["Idempotency-Key"] for r in ingress.requests] == ["order-42"] * 2
+
+
+@pytest.mark.parametrize("bad", ["", "has space", "x" * 256, "\u00e9"])
+async def test_an_idempotency_key_the_ingress_would_refuse_is_refused_before_sending(
+    call: Both, ingress: Ingress, bad: str
+) -> None:
+    with pytest.raises(InvalidInput, match="idempotency_key"):
+        await call("incr", "c1", idempotency_key=bad)
+    assert ingress.requests == []
 
 
 @pytest.mark.parametrize(

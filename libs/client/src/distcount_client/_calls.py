@@ -6,6 +6,7 @@ the same for both, and is tested without a network.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,6 +21,9 @@ from distcount_client._wire import JSONObject, Malformed, segment
 
 # RFC 6750's b64token, as the ingress reads it
 _BEARER_TOKEN: Final = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+# what the ingress takes as an Idempotency-Key: visible ASCII, no space, 255 at most
+_IDEMPOTENCY_KEY: Final = re.compile(r"[!-~]{1,255}")
+IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
 
 T = TypeVar("T")
 
@@ -38,11 +42,13 @@ class Call(Generic[T]):
     key: str | None = None  # the counter the request names: a 404 is then NotFound
     # how long the answer may take when the ingress holds it on purpose; None: the timeout
     read_timeout_s: float | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def idempotent(self) -> bool:
-        """Whether sending it twice does what sending it once does: reads, not increments."""
-        return self.method == "GET"
+        """Whether sending it twice does what sending it once does: reads, and writes that carry
+        an Idempotency-Key (the ingress counts one of them once, however often it arrives)."""
+        return self.method == "GET" or IDEMPOTENCY_HEADER in self.headers
 
     def timeout(self, timeout_s: float) -> httpx.Timeout:
         return httpx.Timeout(
@@ -94,12 +100,33 @@ def counter(key: str, after: str | None, timeout_s: float) -> Call[Counter]:
     )
 
 
-def increment(key: str, value: int) -> Call[Written]:
-    return Call("POST", "/increment", _wire.written, json={"key": key, "value": value})
+def idempotency_key(given: str | None) -> str:
+    """The write's Idempotency-Key: `given`, checked, or a fresh random UUID."""
+    if given is None:
+        return str(uuid.uuid4())
+    if not isinstance(given, str) or not _IDEMPOTENCY_KEY.fullmatch(given):
+        raise refused("idempotency_key", "must be 1 to 255 visible ASCII characters (no spaces)")
+    return given
 
 
-def increments(pairs: Mapping[str, int] | Iterable[tuple[str, int]]) -> Call[Written]:
-    return Call("POST", "/increments", _wire.written, json={"increments": _wire.increments(pairs)})
+def increment(key: str, value: int, ident: str) -> Call[Written]:
+    return Call(
+        "POST",
+        "/increment",
+        _wire.written,
+        json={"key": key, "value": value},
+        headers={IDEMPOTENCY_HEADER: ident},
+    )
+
+
+def increments(pairs: Mapping[str, int] | Iterable[tuple[str, int]], ident: str) -> Call[Written]:
+    return Call(
+        "POST",
+        "/increments",
+        _wire.written,
+        json={"increments": _wire.increments(pairs)},
+        headers={IDEMPOTENCY_HEADER: ident},
+    )
 
 
 def token_of(write: str | Written) -> str:

@@ -29,6 +29,9 @@ class Written:
 
     token: str | None
     increments: dict[str, int]
+    # the Idempotency-Key the write was sent with: sending it again under this key (with the
+    # same body) cannot count it twice
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True)

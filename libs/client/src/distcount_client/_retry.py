@@ -1,10 +1,11 @@
 """When the client sends a request again, and after how long.
 
-Reads are sent again when the connection failed or broke off, and on a 503 that says when to
-come back (Retry-After). Writes are not: an increment whose answer was lost may have been
-counted, and one answered 503 may still be counted (the ingress's producer keeps what it had
-already sent), so sending it again can count it twice. The one exception is a connection that
-was never made, which sent nothing.
+Idempotent requests are sent again when the connection failed or broke off, and on a 503 that
+says when to come back (Retry-After): reads, and writes that carry an Idempotency-Key (the
+client gives every write one). A write without one is not: an increment whose answer was lost
+may have been counted, and one answered 503 may still be counted (the ingress's producer keeps
+what it had already sent), so sending it again could count it twice. The one exception is a
+connection that was never made, which sent nothing.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Final, TypeVar
@@ -30,10 +31,12 @@ _clock = time.monotonic
 class Client:
     """A client of distcount's ingress. Use it as a context manager, or `close()` it.
 
-    Reads are retried on connection failures and on a 503 with Retry-After (see `Retry`).
-    Increments are never sent twice, unless the connection was never made: a write whose
-    answer was lost, or that was answered 503, may have been counted, so sending it again may
-    count it twice. Such failures raise, and whether to send again is the caller's choice.
+    Reads are retried on connection failures and on a 503 with Retry-After (see `Retry`), and
+    so are writes: each carries an Idempotency-Key (a fresh UUID unless the caller gives one),
+    and the ingress counts a write sent again under its key once. A write that still fails
+    raises; to retry it later yourself, pass the same `idempotency_key` with the same body
+    (`Written.idempotency_key` tells a successful write's). The ingress remembers a key for
+    DISTCOUNT_IDEMPOTENCY_WINDOW_S (a day by default).
 
     `token`: a bearer token, sent with every request, for an ingress with access control (its
     scopes decide which calls it may make: `write` for the increments, `read` for the rest).
@@ -75,14 +78,25 @@ class Client:
 
     # -- writes ----------------------------------------------------------------------------
 
-    def incr(self, key: str, value: int = 1) -> Written:
+    def incr(self, key: str, value: int = 1, *, idempotency_key: str | None = None) -> Written:
         """`POST /increment`: once it returns, Kafka holds the increment and it will be
-        counted exactly once. Not retried once sent (see the class)."""
-        return self._send(_calls.increment(key, value))
+        counted exactly once. It carries an Idempotency-Key (`idempotency_key`, else a fresh
+        UUID), so it is retried as a read is: a retry is counted once with the first."""
+        ident = _calls.idempotency_key(idempotency_key)
+        written = self._send(_calls.increment(key, value, ident))
+        return replace(written, idempotency_key=ident)
 
-    def incr_many(self, increments: Mapping[str, int] | Iterable[tuple[str, int]]) -> Written:
-        """`POST /increments`: summed per key, counted all together or not at all."""
-        return self._send(_calls.increments(increments))
+    def incr_many(
+        self,
+        increments: Mapping[str, int] | Iterable[tuple[str, int]],
+        *,
+        idempotency_key: str | None = None,
+    ) -> Written:
+        """`POST /increments`: summed per key, counted all together or not at all; retried
+        under its Idempotency-Key as `incr` is."""
+        ident = _calls.idempotency_key(idempotency_key)
+        written = self._send(_calls.increments(increments, ident))
+        return replace(written, idempotency_key=ident)
 
     def wait_for(self, token: str | Written, timeout_s: float = DEFAULT_WAIT_S) -> Counted:
         """Until the write that returned `token` (or the `Written` itself) is in the totals;
@@ -168,7 +182,7 @@ class Client:
                         url,
                         params=call.params,
                         json=call.json,
-                        headers=self._headers,
+                        headers={**(self._headers or {}), **call.headers},
                         timeout=call.timeout(self.timeout_s),
                     )
                 return call.answer(response)
