@@ -18,9 +18,7 @@ Headline: median records/s of ours / median records/s of bare; floor 0.5.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +32,9 @@ from distcount_codec import Increment, encode_record
 from distcount_config import load
 
 FLOOR = h.Limit(0.5, floor=True)
-POLL_S = 0.1
+POLL_S = h.POLL_S
 SIDES = ("bare", "ours")
-_OFFSETS = (
-    "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE group_id = $1 AND topic = $2"
-)
+_OFFSETS = h.STORED_OFFSETS
 
 
 @dataclass(frozen=True)
@@ -97,7 +93,15 @@ async def run_ours(b: Bench, index: int) -> h.ConsumeRun:
         log = b.log_dir / f"run{index}-ours.log"
         child = await h.spawn_service("aggregator", env, log, h.relay("ours", b.expected))
         try:
-            done_at, cpu_s = await _wait_until_flushed(conn, child, b, group)
+            done_at, cpu_s = await h.wait_until_flushed(
+                conn,
+                child,
+                label="ours",
+                group=group,
+                topic=b.private.topic,
+                expected=b.expected,
+                timeout_s=b.args.timeout_s,
+            )
         finally:
             status, shutdown_s = await child.stop()
         checks = await _check_totals(conn, group, b)
@@ -121,25 +125,6 @@ async def run_ours(b: Bench, index: int) -> h.ConsumeRun:
         f"{'correct' if checks['correct'] else 'WRONG'}; exit status {status} after SIGTERM"
     )
     return result
-
-
-async def _wait_until_flushed(
-    conn: asyncpg.Connection, child: h.Child, b: Bench, group: str
-) -> tuple[float, float | None]:
-    """(time.monotonic() when PostgreSQL held every offset, the child's CPU seconds then)."""
-    deadline = time.monotonic() + b.args.timeout_s
-    progress = h.Progress("ours", b.expected, "offsets flushed to PostgreSQL")
-    while True:
-        flushed = await conn.fetchval(_OFFSETS, group, b.private.topic)
-        now = time.monotonic()
-        if flushed >= b.expected:
-            return now, child.cpu_seconds()
-        if not child.running():
-            raise child.exited()
-        if now > deadline:
-            raise TimeoutError(f"the aggregator flushed {flushed} of {b.expected} in time")
-        progress.update(int(flushed))
-        await asyncio.sleep(POLL_S)
 
 
 async def _check_totals(conn: asyncpg.Connection, group: str, b: Bench) -> dict[str, Any]:
@@ -304,14 +289,10 @@ def main() -> None:
         repeat=3,
         repeat_help="runs per side, interleaved",
     )
-    add = parser.add_argument
-    add("--records", type=int, default=1_000_000, help="records to pre-fill")
-    add("--keys", type=int, default=10_000, help="distinct counter keys")
-    add("--partitions", type=int, default=6, help="partitions of the topic")
-    add("--flush-interval-ms", type=int, default=1000, help="DISTCOUNT_FLUSH_INTERVAL_MS, ours")
-    add("--spread-ms", type=int, default=5000, help="record timestamps spread over this many ms")
-    add("--timeout-s", type=float, default=600.0, help="give up on one run after this long")
-    add("--max-records", type=int, default=0, help="the bare loop's getmany max_records")
+    h.add_prefill_options(parser, records=1_000_000, keys=10_000)
+    parser.add_argument(
+        "--max-records", type=int, default=0, help="the bare loop's getmany max_records"
+    )
     args = parser.parse_args()
     h.at_least(parser, args, 1, "--records", "--keys", "--repeat", "--partitions")
     h.run(lambda: bench(args))

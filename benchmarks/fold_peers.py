@@ -151,16 +151,22 @@ async def run_ours(r: Run, index: int) -> h.ConsumeRun:
         log = b.log_dir / f"run{index}-ours.log"
         child = await h.spawn_service("aggregator", env, log, h.relay("ours", r.records))
         try:
-            done_at, cpu_s = await aggregator._wait_until_flushed(conn, child, b, group)
+            done_at, cpu_s = await h.wait_until_flushed(
+                conn,
+                child,
+                label="ours",
+                group=group,
+                topic=b.private.topic,
+                expected=b.expected,
+                timeout_s=b.args.timeout_s,
+            )
         finally:
             status, shutdown_s = await child.stop()
         checks = await compare_totals(conn, "counter_totals", r.expected)
         checks["events_sum"] = int(
             await conn.fetchval("SELECT coalesce(sum(delta), 0) FROM counter_events")
         )
-        checks["offsets_sum"] = int(
-            await conn.fetchval(aggregator._OFFSETS, group, b.private.topic)
-        )
+        checks["offsets_sum"] = int(await conn.fetchval(h.STORED_OFFSETS, group, b.private.topic))
         checks["correct"] = (
             checks["totals_correct"] and checks["events_sum"] == checks["offsets_sum"] == r.records
         )

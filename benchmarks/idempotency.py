@@ -21,7 +21,6 @@ Memory per remembered id:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import time
 import tracemalloc
@@ -39,12 +38,9 @@ from distcount_aggregator import PartitionState, fold
 from distcount_codec import Increment, RecordDecoder, encode_record
 
 SIDES = ("no ids", "ids")
-POLL_S = 0.1
 # what the ids cost at most, as the share of the throughput without them that is kept
 FLOOR = h.Limit(0.5, floor=True)
-_OFFSETS = (
-    "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE group_id = $1 AND topic = $2"
-)
+_OFFSETS = h.STORED_OFFSETS
 
 
 @dataclass(frozen=True)
@@ -78,7 +74,15 @@ async def run_side(side: Side, index: int, args: argparse.Namespace, log_dir: Pa
         log = log_dir / f"run{index}-{side.name.replace(' ', '-')}.log"
         child = await h.spawn_service("aggregator", env, log, h.relay(side.name, side.expected))
         try:
-            done_at, cpu_s = await _wait_until_flushed(conn, child, side, group, args.timeout_s)
+            done_at, cpu_s = await h.wait_until_flushed(
+                conn,
+                child,
+                label=side.name,
+                group=group,
+                topic=side.private.topic,
+                expected=side.expected,
+                timeout_s=args.timeout_s,
+            )
         finally:
             status, shutdown_s = await child.stop()
         checks = await _check(conn, group, side, args.keys)
@@ -102,24 +106,6 @@ async def run_side(side: Side, index: int, args: argparse.Namespace, log_dir: Pa
         f"totals {'correct' if checks['correct'] else 'WRONG'}"
     )
     return run
-
-
-async def _wait_until_flushed(
-    conn: asyncpg.Connection, child: h.Child, side: Side, group: str, timeout_s: float
-) -> tuple[float, float | None]:
-    deadline = time.monotonic() + timeout_s
-    progress = h.Progress(side.name, side.expected, "offsets flushed to PostgreSQL")
-    while True:
-        flushed = await conn.fetchval(_OFFSETS, group, side.private.topic)
-        now = time.monotonic()
-        if flushed >= side.expected:
-            return now, child.cpu_seconds()
-        if not child.running():
-            raise child.exited()
-        if now > deadline:
-            raise TimeoutError(f"the aggregator flushed {flushed} of {side.expected} in time")
-        progress.update(int(flushed))
-        await asyncio.sleep(POLL_S)
 
 
 async def _check(conn: asyncpg.Connection, group: str, side: Side, keys: int) -> dict[str, Any]:
@@ -304,14 +290,10 @@ def main() -> None:
         repeat=3,
         repeat_help="runs per side, interleaved",
     )
-    add = parser.add_argument
-    add("--records", type=int, default=300_000, help="records per topic")
-    add("--keys", type=int, default=10_000, help="distinct counter keys")
-    add("--partitions", type=int, default=6, help="partitions of each topic")
-    add("--flush-interval-ms", type=int, default=1000, help="DISTCOUNT_FLUSH_INTERVAL_MS")
-    add("--spread-ms", type=int, default=5000, help="record timestamps spread over this many ms")
-    add("--timeout-s", type=float, default=600.0, help="give up on one run after this long")
-    add("--memory-records", type=int, default=100_000, help="records folded for the memory")
+    h.add_prefill_options(parser, records=300_000, keys=10_000)
+    parser.add_argument(
+        "--memory-records", type=int, default=100_000, help="records folded for the memory"
+    )
     args = parser.parse_args()
     h.at_least(parser, args, 1, "--records", "--keys", "--repeat", "--partitions")
     h.run(lambda: bench(args))

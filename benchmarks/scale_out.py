@@ -47,9 +47,7 @@ KILLED = "2, one killed"
 FLOOR = h.Limit(1.6, floor=True)
 POLL_S = 0.1
 QUICK = {"records": 500_000, "repeat": 1}
-_OFFSETS = (
-    "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE group_id = $1 AND topic = $2"
-)
+_OFFSETS = h.STORED_OFFSETS
 _ASSIGNED = re.compile(r"assigned partitions \[([\d, ]*)\]")
 
 
@@ -284,14 +282,8 @@ def main() -> None:
         repeat=2,
         repeat_help="rounds (1 then 2, the order turning)",
     )
-    add = parser.add_argument
-    add("--records", type=int, default=3_000_000, help="records to pre-fill")
-    add("--keys", type=int, default=100_000, help="distinct counter keys")
-    add("--partitions", type=int, default=6, help="partitions of the topic")
-    add("--flush-interval-ms", type=int, default=1000, help="DISTCOUNT_FLUSH_INTERVAL_MS")
-    add("--spread-ms", type=int, default=5000, help="record timestamps spread over this many ms")
-    add("--timeout-s", type=float, default=600.0, help="give up on one run after this long")
-    add("--quick", action="store_true", help="500,000 records, 1 round")
+    h.add_prefill_options(parser, records=3_000_000, keys=100_000)
+    parser.add_argument("--quick", action="store_true", help="500,000 records, 1 round")
     args = parser.parse_args()
     if args.quick:
         for name, value in QUICK.items():

@@ -8,6 +8,7 @@ Start at `_rounds.py` (the shape of a run) and `_report.py` (what it leaves behi
 from harness._cli import at_least, parser, run
 from harness._console import Progress, describe, say
 from harness._consume import ConsumeRun, compare_reads, reads_tables, relay, run_reader
+from harness._flushed import POLL_S, STORED_OFFSETS, add_prefill_options, wait_until_flushed
 from harness._kafka import prefill, settled_total
 from harness._machine import QUIET_BELOW, background_busy, machine_line
 from harness._openloop import OpenLoop, OpenLoopRun, drive, served
@@ -22,8 +23,10 @@ from harness._wrk import LoadResult, Wrk, add_wrk_options, check_wrk_options, se
 
 __all__ = [
     "BENCH_DIR",
+    "POLL_S",
     "PYTHON",
     "QUIET_BELOW",
+    "STORED_OFFSETS",
     "Child",
     "ConsumeRun",
     "Database",
@@ -40,6 +43,7 @@ __all__ = [
     "Session",
     "StatsdDrain",
     "Wrk",
+    "add_prefill_options",
     "add_tally",
     "add_wrk_options",
     "at_least",
@@ -76,4 +80,5 @@ __all__ = [
     "suffix",
     "table",
     "verdict",
+    "wait_until_flushed",
 ]
