@@ -315,3 +315,57 @@ async def test_a_batch_the_publisher_cannot_take_gets_503(
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
     assert response.json() == {"errors": {"kafka": ["transactions unavailable"]}}
+
+
+# --- Idempotency-Key --------------------------------------------------------------------------
+
+
+async def test_an_idempotency_key_becomes_the_records_id_and_is_echoed(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    headers = {"Idempotency-Key": "order-17"}
+    response = await client.post("/increment", json={"key": "c1", "value": 2}, headers=headers)
+    assert response.status_code == 202
+    assert response.json()["data"]["id"] == "order-17"
+    assert publisher.records == [(b"c1", b'{"key":"c1","value":2,"id":"order-17"}')]
+
+
+async def test_a_batchs_records_derive_their_ids_from_its_key(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    body = {
+        "increments": [{"key": "a", "value": 1}, {"key": "b", "value": 2}, {"key": "a", "value": 3}]
+    }
+    response = await client.post("/increments", json=body, headers={"Idempotency-Key": "b-9"})
+    assert response.status_code == 202
+    (batch,) = publisher.batches
+    assert [orjson.loads(value) for _, value in batch] == [
+        {"key": "a", "value": 4, "id": "b-9 0"},
+        {"key": "b", "value": 2, "id": "b-9 1"},
+    ]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("Idempotency-Key", "has space")],
+        [("Idempotency-Key", "")],
+        [("Idempotency-Key", "x" * 256)],
+        [("Idempotency-Key", "a"), ("Idempotency-Key", "b")],
+    ],
+    ids=["space", "empty", "too-long", "twice"],
+)
+@pytest.mark.parametrize("path", ["/increment", "/increments"])
+async def test_an_idempotency_key_that_breaks_the_rules_is_a_422(
+    client: httpx.AsyncClient, publisher: FakePublisher, headers: list[tuple[str, str]], path: str
+) -> None:
+    body = (
+        {"key": "c1", "value": 1}
+        if path == "/increment"
+        else {"increments": [{"key": "c1", "value": 1}]}
+    )
+    response = await client.post(path, json=body, headers=headers)
+    assert response.status_code == 422
+    assert list(response.json()["errors"]) == ["Idempotency-Key"]
+    assert publisher.records == []
+    assert publisher.batches == []
