@@ -219,8 +219,9 @@ def report(
         "Memory per remembered id:",
         "",
         f"- PostgreSQL, `counter_ids` heap and indexes after a run: {pg_bytes:,.0f} bytes an id "
-        "(a 16-byte digest, an 8-byte fingerprint, a timestamp, the row's header, and two "
-        "B-tree entries), for as long as the window keeps it.",
+        "(a 16-byte digest, an 8-byte fingerprint, a timestamp, the row's header, and its "
+        "B-tree entry; the BRIN index on the time takes a few pages), for as long as the "
+        "window keeps it.",
         f"- the aggregator, until the flush: {memory['id']:,.0f} bytes per record with an id "
         f"(a record without one costs {memory['entry']:,.0f} bytes per new (bucket, key) entry, "
         "nothing for a key already there).",

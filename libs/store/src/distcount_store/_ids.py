@@ -48,7 +48,6 @@ _FORGET = """
 DELETE FROM counter_ids WHERE id IN (
     SELECT id FROM counter_ids
     WHERE seen_at < now() - make_interval(secs => $1)
-    ORDER BY seen_at
     LIMIT $2
     -- several aggregators forget at once: each takes rows no other is deleting
     FOR UPDATE SKIP LOCKED
@@ -102,6 +101,6 @@ async def claim_ids(
 
 
 async def forget_ids(conn: Conn, window_s: int, limit: int = FORGET_CHUNK) -> int:
-    """Delete up to `limit` ids older than the window, oldest first; how many went."""
+    """Delete up to `limit` ids older than the window; how many went."""
     status = await conn.execute(_FORGET, window_s, limit)
     return int(status.rpartition(" ")[2])  # "DELETE <rows>"
