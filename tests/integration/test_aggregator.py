@@ -8,6 +8,7 @@ import json
 import os
 import random
 import signal
+import time
 from datetime import datetime
 
 import orjson
@@ -154,8 +155,14 @@ async def test_two_aggregators_share_the_partitions(pipeline: Pipeline) -> None:
 
 
 async def test_a_fenced_zombie_writes_nothing(pipeline: Pipeline) -> None:
-    # the zombie never flushes on its own (one-minute ticks): only when it loses its partitions
-    zombie = pipeline.start("aggregator", "zombie", flush_interval_ms="60000")
+    # The zombie must not flush on its own before it is stopped, only when it loses its
+    # partitions: its ticks are hourly, and aligned to the hour, so none may fall in the minute
+    # or two the test takes to stop it.
+    hour_ms = 3_600_000
+    to_next_tick_s = (hour_ms - time.time_ns() // 1_000_000 % hour_ms) / 1000
+    if to_next_tick_s < 120:
+        await asyncio.sleep(to_next_tick_s + 1)
+    zombie = pipeline.start("aggregator", "zombie", flush_interval_ms=str(hour_ms))
     first = [Increment(f"z{i % 10}", 1) for i in range(500)]
     await pipeline.produce(_records(first))
 
