@@ -337,3 +337,24 @@ async def test_past_the_cap_a_connection_gets_503_and_under_it_everyone_is_serve
     await asyncio.sleep(0.5)
     async with httpx.AsyncClient(base_url=url) as client:
         assert (await client.get("/health/live")).status_code == 200
+
+
+async def test_a_request_handled_longer_than_the_header_deadline_is_answered(
+    pipeline: Pipeline,
+) -> None:
+    """The header deadline bounds a client's sending, not the ingress's answering: a read that
+    waits for a write (`after=`) past it gets its answer, and the next request on the same
+    kept-alive connection gets a deadline of its own."""
+    url = await pipeline.start_ingress(
+        http_header_timeout_s=str(HEADER_TIMEOUT_S), read_after_timeout_ms="3500"
+    )
+    # no aggregator: the write is never flushed, and the read waits its whole bound
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        written = await client.post("/increment", json={"key": "slow", "value": 1})
+        token = written.json()["data"]["token"]
+        for _ in range(2):  # the second on the connection the first kept alive
+            started = time.monotonic()
+            answer = await client.get("/counters/slow", params={"after": token})
+            waited = time.monotonic() - started
+            assert answer.status_code == 202, answer.text  # answered, incomplete
+            assert waited > HEADER_TIMEOUT_S + 1

@@ -13,13 +13,18 @@ may take forever over its headers or its body, and a connection past any number 
   time, since a socket closed with unread data is reset by the kernel, and a client still
   sending its body would lose the answer in the reset.
 
-Each deadline is one timer armed and cancelled per request, as uvicorn's own keep-alive timer.
+The header deadline costs a request one float stored: each connection has one timer for it,
+which fires at most once a deadline and, finding the deadline moved on, sets itself to the new
+one (a timer armed and cancelled per request measured some 20 % of a bare handler's
+throughput). The body deadline's timer is armed only for a body that does not come whole with
+its headers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Any, Final
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -70,6 +75,8 @@ class GuardedProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._header_deadline = 0.0
+        self._closing: _ClosingTransport | None = None  # made once the transport is known
         self._body_timer: asyncio.TimerHandle | None = None
         self._body_deadline = 0.0
         # the request being parsed: its headers are not complete yet / its body is not
@@ -84,6 +91,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._closing = _ClosingTransport(transport, self)
         if len(self.connections) > self.max_connections:
             _warn_refused(self.loop.time(), self.max_connections)
             transport.write(TOO_MANY_CONNECTIONS)
@@ -112,14 +120,13 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._headers_pending = False
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        # no header deadline while the request is handled: its answer sets the next one
+        self._header_deadline = math.inf
         self._body_pending = True
         self._body_deadline = self.loop.time() + self.body_timeout_s
         super().on_headers_complete()
         if self.cycle is not None:
-            self.cycle.transport = _ClosingTransport(self.transport, self)  # type: ignore[assignment]
+            self.cycle.transport = self._closing  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         self._body_pending = False
@@ -142,13 +149,18 @@ class GuardedProtocol(HttpToolsProtocol):
     # --- deadlines ----------------------------------------------------------------------------
 
     def _arm_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-        self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timed_out)
+        self._header_deadline = self.loop.time() + self.header_timeout_s
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_at(self._header_deadline, self._header_timed_out)
 
     def _header_timed_out(self) -> None:
         self._header_timer = None
-        if self._headers_pending and not self._discarding:
+        deadline = self._header_deadline
+        if self._discarding or deadline == math.inf:
+            return  # closing already, or a request under way (its answer re-arms the timer)
+        if self.loop.time() < deadline:  # moved on by a later request: wait for that one
+            self._header_timer = self.loop.call_at(deadline, self._header_timed_out)
+        elif self._headers_pending:
             self.transport.close()
 
     def _body_timed_out(self) -> None:
